@@ -1,0 +1,5 @@
+"""`python -m samecurve` is the `samecurve` command."""
+
+from samecurve.cli import main
+
+main()

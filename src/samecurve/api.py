@@ -1,0 +1,261 @@
+"""Contracts shared by every part of samecurve: records are frozen dataclasses,
+plug-ins are small protocols. A tool sees a `CaseView`, never an `AnswerKey`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import nn
+
+# What a tool may declare it needs; the runner gives it nothing else.
+# "weights" reads parameters; "gradients" also backpropagates (and implies weights);
+# without either, the model is a black box that answers queries only.
+NEEDS = frozenset(
+    {"weights", "gradients", "clean_data", "train_data", "references", "answer_key"}
+)
+# Which questions of the discover family a tool claims to answer. Metrics of a
+# question a tool does not claim are shown as "not attempted", never as zero.
+ANSWERS = frozenset({"detect", "target", "trigger", "attribution"})
+
+
+class BudgetExceeded(RuntimeError):
+    """A tool spent more model queries, gradient steps or seconds than its case allowed."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one cell may spend. `None` means unlimited."""
+
+    seconds: float = 120.0
+    queries: int | None = None
+    grad_steps: int | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """A labelled batch of inputs: x is (N, C, H, W) float in [0, 1], y is (N,) int64."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
+class Trigger:
+    """An image trigger: stamp(x) = (1 - mask) * x + mask * pattern.
+
+    mask is (H, W) in [0, 1] (1 = the pattern replaces the pixel); pattern is
+    (C, H, W) in [0, 1]. A BadNets patch has a 0/1 mask on a small square; a
+    blended trigger has a constant low-opacity mask over the whole image.
+    """
+
+    mask: np.ndarray
+    pattern: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.mask.ndim != 2 or self.pattern.ndim != 3:
+            raise ValueError(
+                f"trigger mask must be (H, W) and pattern (C, H, W); got {self.mask.shape} "
+                f"and {self.pattern.shape}"
+            )
+        if self.mask.shape != self.pattern.shape[1:]:
+            raise ValueError(
+                f"trigger mask {self.mask.shape} does not match pattern {self.pattern.shape}"
+            )
+
+    def stamp(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the trigger to a batch (N, C, H, W) on x's device and dtype."""
+        m = torch.as_tensor(self.mask, dtype=x.dtype, device=x.device)
+        p = torch.as_tensor(self.pattern, dtype=x.dtype, device=x.device)
+        return ((1 - m) * x + m * p).clamp(0, 1)
+
+    @property
+    def footprint(self) -> np.ndarray:
+        """Boolean (H, W): the pixels the trigger touches."""
+        return self.mask > 0
+
+
+@dataclass(frozen=True, eq=False)
+class AnswerKey:
+    """What we planted. Only oracle tools and graders ever read it."""
+
+    trojaned: bool
+    family: str
+    target: int | None = None
+    trigger: Trigger | None = None
+    poison_rate: float = 0.0
+
+
+@dataclass(frozen=True, eq=False)
+class Subject:
+    """A trained model and its answer key, built by a seeded recipe."""
+
+    id: str
+    recipe: str
+    seed: int
+    dataset: str
+    arch: str
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    model: nn.Module
+    answer_key: AnswerKey
+    card: Mapping[str, Any]
+
+    @property
+    def family(self) -> str:
+        return self.answer_key.family
+
+
+@dataclass(frozen=True, eq=False)
+class ReferenceModel:
+    """A labelled model from a population disjoint from the subject under test."""
+
+    model: nn.Module
+    trojaned: bool
+
+
+class Meter:
+    """Counts what a tool spends on one case and stops it when the budget runs out.
+
+    The runner attaches it to the model as a forward hook; tools call
+    `time_left()` to stop their own loops in time.
+    """
+
+    def __init__(self, budget: Budget) -> None:
+        self.budget = budget
+        self.queries = 0
+        self.grad_steps = 0
+        self.started = time.monotonic()
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+    def time_left(self) -> float:
+        return self.budget.seconds - self.seconds
+
+    def count_queries(self, n: int) -> None:
+        self.queries += n
+        if self.budget.queries is not None and self.queries > self.budget.queries:
+            raise BudgetExceeded(f"{self.queries} model queries > budget {self.budget.queries}")
+
+    def count_grad_step(self) -> None:
+        self.grad_steps += 1
+        if self.budget.grad_steps is not None and self.grad_steps > self.budget.grad_steps:
+            raise BudgetExceeded(
+                f"{self.grad_steps} gradient steps > budget {self.budget.grad_steps}"
+            )
+
+
+@dataclass(frozen=True, eq=False)
+class CaseView:
+    """Everything a tool may see of one case. Fields the tool did not declare in
+    `needs` are None (or empty), so an undeclared shortcut cannot happen by accident."""
+
+    model: nn.Module
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    clean: Split | None
+    train_sample: Split | None
+    references: tuple[ReferenceModel, ...]
+    budget: Budget
+    seed: int
+    device: str
+    meter: Meter
+    answer_key: AnswerKey | None = None
+
+    def time_left(self) -> float:
+        return self.meter.time_left()
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        """A CPU generator seeded from the case seed: tools draw all randomness from it."""
+        return torch.Generator().manual_seed(int(self.seed) * 1_000_003 + offset)
+
+    def rng(self, offset: int = 0) -> np.random.Generator:
+        return np.random.default_rng([int(self.seed), offset])
+
+
+@dataclass(frozen=True, eq=False)
+class Finding:
+    """A discover tool's answer. Anything left as None is "no answer" and scores
+    at the floor for the questions the tool claims to answer."""
+
+    trojan_probability: float | None = None
+    targets: tuple[int, ...] = ()  # suspected target classes, most suspect first
+    trigger: Trigger | None = None  # recovered trigger for targets[0]
+    notes: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        p = self.trojan_probability
+        if p is not None and not (0.0 <= p <= 1.0 and np.isfinite(p)):
+            raise ValueError(f"trojan_probability must be in [0, 1], got {p}")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """How one metric is read: its direction, the level it is computed at, and
+    the value a tool gets for no answer."""
+
+    name: str
+    question: str  # which ANSWERS entry it grades
+    higher_is_better: bool = True
+    population: bool = False  # computed over subjects (AUROC) rather than per cell
+    floor: float = 0.0
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class CellKey:
+    task: str
+    tool: str
+    subject: str
+    seed: int
+
+
+@dataclass(frozen=True, eq=False)
+class CellResult:
+    """One finished cell as stored: status is ok, error or timeout."""
+
+    key: CellKey
+    status: str
+    metrics: Mapping[str, float]
+    seconds: float
+    queries: int
+    grad_steps: int
+    error: str = ""
+    artifacts: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Tool(Protocol):
+    """A method under test. The constructor takes hyperparameters only."""
+
+    name: ClassVar[str]
+    kind: ClassVar[str]  # interpretability | black-box | baseline | oracle
+    needs: ClassVar[frozenset[str]]
+    answers: ClassVar[frozenset[str]]
+
+
+class DiscoverTool(Tool, Protocol):
+    def discover(self, view: CaseView) -> Finding: ...
+
+
+class AttributionTool(Tool, Protocol):
+    def attribute(self, view: CaseView, inputs: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
+        """Return (N, H, W) importance maps for each input towards its target class."""
+        ...
+
+
+class Recipe(Protocol):
+    """Builds one subject from a seed: trains a model and plants (or not) a flaw."""
+
+    name: ClassVar[str]
+    version: ClassVar[int]
+    family: ClassVar[str]

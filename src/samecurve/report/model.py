@@ -1,0 +1,109 @@
+"""Plain records the report is rendered from.
+
+The runner and scorer fill these in; the report layer only formats them, so it
+never needs torch or the run store and can be tested with hand-built data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class MetricColumn:
+    """One leaderboard column: what it measures and which way is better."""
+
+    name: str
+    label: str
+    question: str  # detect | target | trigger | attribution
+    higher_is_better: bool
+    description: str
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One tool x one metric: mean with its confidence interval over `n` subjects.
+
+    `attempted=False` means the tool does not claim the metric's question; it is
+    shown as "not attempted", never as a zero.
+    """
+
+    mean: float
+    lo: float
+    hi: float
+    n: int
+    attempted: bool
+
+
+@dataclass(frozen=True)
+class ToolRow:
+    """One leaderboard row, with the cell outcomes so crashes stay visible."""
+
+    tool: str
+    kind: str  # interpretability | black-box | baseline | oracle
+    cells: Mapping[str, Cell]
+    n_ok: int
+    n_error: int
+    n_timeout: int
+    seconds_mean: float
+    queries_mean: float
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A paired comparison of a tool against a baseline on the same subjects."""
+
+    tool: str
+    baseline: str
+    metric: str
+    mean_diff: float
+    lo: float
+    hi: float
+    n: int
+    p_value: float
+
+
+@dataclass(frozen=True, eq=False)
+class ToolOutput:
+    """What one tool produced on one gallery subject (None: no answer)."""
+
+    tool: str
+    probability: float | None
+    target: int | None
+    trigger_mask: np.ndarray | None  # (H, W) in [0, 1]
+    trigger_pattern: np.ndarray | None  # (3, H, W) in [0, 1]
+    attribution: np.ndarray | None  # (H, W), any sign and scale
+
+
+@dataclass(frozen=True, eq=False)
+class GalleryItem:
+    """One trojaned subject with its planted trigger and every tool's answer."""
+
+    subject: str
+    family: str
+    target: int
+    target_name: str
+    clean_example: np.ndarray  # (3, H, W) in [0, 1]
+    triggered_example: np.ndarray  # (3, H, W) same input with the true trigger
+    true_mask: np.ndarray  # (H, W)
+    true_pattern: np.ndarray  # (3, H, W)
+    outputs: Sequence[ToolOutput]
+
+
+@dataclass(frozen=True, eq=False)
+class ReportData:
+    """Everything one report shows; rows are already ordered by the caller."""
+
+    title: str
+    created: str
+    suite: str
+    summary: Mapping[str, str]
+    metrics: Sequence[MetricColumn]
+    chance: Mapping[str, float]
+    rows: Sequence[ToolRow]
+    comparisons: Sequence[Comparison]
+    gallery: Sequence[GalleryItem]
+    families: Sequence[tuple[str, Sequence[ToolRow]]] = ()

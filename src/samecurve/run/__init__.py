@@ -1,0 +1,1 @@
+"""Running suites: cells, results and their statistics."""

@@ -1,0 +1,215 @@
+"""From stored cells to a leaderboard: per tool and metric, the mean over
+subjects (seeds averaged within a subject first) with a 95% bootstrap CI, N and
+the chance level; population metrics over trojaned and clean subjects together;
+paired comparisons on the same subjects."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import yaml
+
+from samecurve.api import CellResult, MetricSpec
+from samecurve.run.cell import cell_config
+from samecurve.run.stats import (
+    Interval,
+    PairedComparison,
+    auroc_ci,
+    mean_ci,
+    paired_auroc_difference,
+    paired_difference,
+    stratified_ci,
+)
+from samecurve.run.store import Store
+from samecurve.run.suite import Suite, make_task, make_tool
+from samecurve.tasks.discover import LABEL, PROBABILITY
+
+NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class ToolSummary:
+    tool: str
+    kind: str
+    answers: frozenset[str]
+    intervals: dict[str, Interval]  # only metrics of questions the tool answers
+    n_ok: int
+    n_error: int
+    n_timeout: int
+    seconds_mean: float
+    queries_mean: float
+
+
+@dataclass(frozen=True)
+class Board:
+    """One task's leaderboard over one slice of subjects (all, or one family)."""
+
+    task: str
+    family: str
+    metrics: tuple[MetricSpec, ...]
+    rows: list[ToolSummary]
+    chance: dict[str, float]
+
+
+@dataclass(frozen=True)
+class RunData:
+    """A run as the report sees it: the suite, its subjects' cards, its current cells."""
+
+    suite: Suite
+    cards: dict[str, dict]
+    arrays: dict[str, dict[str, np.ndarray]]
+    cells: dict[tuple[str, str], list[CellResult]]  # (task, tool) -> cells
+    meta: dict[str, str]
+
+
+def load_run(store: Store, with_artifacts: bool = False) -> RunData:
+    """Read a run folder, keeping only cells that match its suite's current config."""
+    meta = store.meta()
+    if "suite" not in meta:
+        raise ValueError(f"{store.folder} holds no samecurve run; run `samecurve run` into it first")
+    suite = Suite.model_validate(yaml.safe_load(meta["suite"]))
+    wanted_ids = {s.id for s in suite.subject_specs()}
+    configs = {(t.name, u.display): cell_config(t, u) for t in suite.tasks for u in suite.tools}
+    subjects = store.subjects()
+    cells: dict[tuple[str, str], list[CellResult]] = defaultdict(list)
+    for config, cell in store.cells(with_artifacts=with_artifacts):
+        k = cell.key
+        if configs.get((k.task, k.tool)) == config and k.subject in wanted_ids:
+            cells[(k.task, k.tool)].append(cell)
+    return RunData(
+        suite=suite,
+        cards={i: c for i, (c, _) in subjects.items() if i in wanted_ids},
+        arrays={i: a for i, (_, a) in subjects.items() if i in wanted_ids},
+        cells=dict(cells),
+        meta=meta,
+    )
+
+
+def per_subject(cells: Sequence[CellResult], metric: str) -> dict[str, float]:
+    """Mean of a metric over seeds, per subject (subjects without the metric left out)."""
+    acc: dict[str, list[float]] = defaultdict(list)
+    for c in cells:
+        v = c.metrics.get(metric)
+        if v is not None and np.isfinite(v):
+            acc[c.key.subject].append(float(v))
+    return {s: float(np.mean(v)) for s, v in acc.items()}
+
+
+def summarise_tool(
+    task: Any, tool: Any, display: str, cells: Sequence[CellResult], subjects: set[str]
+) -> ToolSummary:
+    cells = [c for c in cells if c.key.subject in subjects]
+    intervals: dict[str, Interval] = {}
+    probs, labels = per_subject(cells, PROBABILITY), per_subject(cells, LABEL)
+    ids = sorted(probs)
+    for spec in task.metrics:
+        if spec.question not in tool.answers:
+            continue
+        if spec.population:
+            s = np.array([probs[i] for i in ids])
+            y = np.array([int(labels[i]) for i in ids])
+            if spec.name == "auroc":
+                intervals[spec.name] = auroc_ci(s, y)
+            else:
+                intervals[spec.name] = stratified_ci(
+                    lambda a, b, m=spec.name: task.population(m, a, b), s, y
+                )
+        else:
+            intervals[spec.name] = mean_ci(list(per_subject(cells, spec.name).values()))
+    status = [c.status for c in cells]
+    return ToolSummary(
+        tool=display,
+        kind=tool.kind,
+        answers=frozenset(tool.answers),
+        intervals=intervals,
+        n_ok=status.count("ok"),
+        n_error=status.count("error"),
+        n_timeout=status.count("timeout"),
+        seconds_mean=float(np.mean([c.seconds for c in cells])) if cells else NAN,
+        queries_mean=float(np.mean([c.queries for c in cells])) if cells else NAN,
+    )
+
+
+def _order(rows: list[ToolSummary], metrics: Sequence[MetricSpec]) -> list[ToolSummary]:
+    """Oracles first (never ranked), then by the first metric a tool attempts."""
+
+    def key(r: ToolSummary) -> tuple:
+        for m in metrics:
+            if m.name in r.intervals and np.isfinite(r.intervals[m.name].mean):
+                v = r.intervals[m.name].mean
+                return (r.kind != "oracle", metrics.index(m), -v if m.higher_is_better else v)
+        return (r.kind != "oracle", len(metrics), 0.0)
+
+    return sorted(rows, key=key)
+
+
+def boards(run: RunData) -> list[Board]:
+    """The overall board of every task, then one per trojan family (that family's
+    trojaned subjects against all clean ones)."""
+    out: list[Board] = []
+    families = sorted({c["family"] for c in run.cards.values()} - {"clean"})
+    clean = {i for i, c in run.cards.items() if c["family"] == "clean"}
+    slices = [("all", set(run.cards))]
+    slices += [(f, clean | {i for i, c in run.cards.items() if c["family"] == f}) for f in families]
+    for entry in run.suite.tasks:
+        task = make_task(entry)
+        for family, subjects in slices:
+            rows = [
+                summarise_tool(
+                    task, make_tool(t), t.display, run.cells.get((entry.name, t.display), []),
+                    subjects,
+                )
+                for t in run.suite.tools
+            ]
+            out.append(
+                Board(
+                    task=entry.name,
+                    family=family,
+                    metrics=task.metrics,
+                    rows=_order(rows, task.metrics),
+                    chance=chance_levels(task, rows, run, subjects),
+                )
+            )
+    return out
+
+
+def chance_levels(
+    task: Any, rows: list[ToolSummary], run: RunData, subjects: set[str]
+) -> dict[str, float]:
+    """Analytic chance where it exists; otherwise what the `random` tool measured."""
+    labels = [int(run.cards[i]["answer_key"]["trojaned"]) for i in subjects]
+    k = int(next(iter(run.cards.values()))["arch_params"]["num_classes"]) if run.cards else 0
+    random_row = next((r for r in rows if r.tool == "random"), None)
+    out = {}
+    for spec in task.metrics:
+        v = task.chance(spec.name, labels, k) if k else NAN
+        if not np.isfinite(v) and random_row and spec.name in random_row.intervals:
+            v = random_row.intervals[spec.name].mean
+        out[spec.name] = v
+    return out
+
+
+def compare(
+    run: RunData, task: str, tool_a: str, tool_b: str, metric: str, subjects: set[str] | None = None
+) -> PairedComparison:
+    """Tool a minus tool b on the same subjects (paired)."""
+    spec = next(m for m in make_task(next(t for t in run.suite.tasks if t.name == task)).metrics
+                if m.name == metric)
+    subjects = subjects if subjects is not None else set(run.cards)
+    ca = [c for c in run.cells.get((task, tool_a), []) if c.key.subject in subjects]
+    cb = [c for c in run.cells.get((task, tool_b), []) if c.key.subject in subjects]
+    if spec.population:
+        pa, pb, lab = per_subject(ca, PROBABILITY), per_subject(cb, PROBABILITY), per_subject(ca, LABEL)
+        ids = sorted(set(pa) & set(pb))
+        if metric != "auroc":
+            raise ValueError(f"paired comparison of {metric} is not supported; use auroc")
+        return paired_auroc_difference(
+            [pa[i] for i in ids], [pb[i] for i in ids], [int(lab[i]) for i in ids]
+        )
+    va, vb = per_subject(ca, metric), per_subject(cb, metric)
+    ids = sorted(set(va) & set(vb))
+    return paired_difference([va[i] for i in ids], [vb[i] for i in ids])

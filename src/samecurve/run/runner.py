@@ -1,0 +1,163 @@
+"""The local runner: build (or load) every subject, run every cell that the
+store does not hold yet, and write each row as it finishes. Running the same
+command again after an interruption resumes: nothing is lost or repeated."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from samecurve.run.cell import CellJob, cell_config, floor_result
+from samecurve.run.pool import Job, Outcome, Pool
+from samecurve.run.store import Store
+from samecurve.run.suite import Suite
+from samecurve.zoo.builder import SubjectSpec, build, clean_split
+from samecurve.zoo.cache import Cache
+
+# Seconds beyond a cell's budget before its worker is killed: the tool's own
+# deadline checks should stop it first; this catches the ones that ignore them.
+HARD_LIMIT_FACTOR, HARD_LIMIT_GRACE = 1.5, 30.0
+
+
+class RunError(RuntimeError):
+    """The run cannot go on (a subject that cannot be built, a device that is not there)."""
+
+
+@dataclass(frozen=True)
+class BuildJob:
+    spec: SubjectSpec
+    cache_root: str
+
+
+def gallery_arrays(subject: Any) -> dict[str, np.ndarray]:
+    """What the report shows of a subject: one clean held-out input, its triggered twin,
+    and the true trigger."""
+    held = clean_split(subject, "heldout", 64)
+    key = subject.answer_key
+    pick = int(np.flatnonzero((held.y != (key.target if key.trojaned else -1)).numpy())[0])
+    x = held.x[pick : pick + 1]
+    out = {"clean_example": x[0].numpy()}
+    if key.trigger is not None:
+        out["triggered_example"] = key.trigger.stamp(x)[0].numpy()
+        out["true_mask"] = key.trigger.mask
+        out["true_pattern"] = key.trigger.pattern
+    return out
+
+
+def build_subject_job(job: BuildJob) -> tuple[dict, dict[str, np.ndarray]]:
+    subject = build(job.spec, Cache(job.cache_root))
+    return dict(subject.card), gallery_arrays(subject)
+
+
+def check_device(device: str) -> None:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RunError("--device cuda was asked for but this machine has no CUDA; use --device cpu")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise RunError(f"unknown device {device!r}; use cpu or cuda")
+
+
+def _progress(console: Console, enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[note]}"),
+        console=console,
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def run_suite(
+    suite: Suite,
+    out: str | Path,
+    *,
+    device: str = "cpu",
+    workers: int = 1,
+    cache: Cache | None = None,
+    console: Console | None = None,
+    progress: bool = True,
+    on_cell: Callable[[int], None] | None = None,
+) -> Store:
+    """Run a suite into `out` and return its store (open). Resumes what is there."""
+    check_device(device)
+    console = console or Console(stderr=True)
+    cache = cache or Cache()
+    store = Store(out)
+    store.set_meta("suite", yaml.safe_dump(suite.model_dump(), sort_keys=False))
+    store.set_meta("suite_name", suite.name)
+    store.set_meta("device", device)
+    started = time.monotonic()
+    specs = suite.subject_specs()
+    pool = Pool(workers)
+    with _progress(console, progress) as bar:
+        known = store.subjects()
+        todo = [s for s in specs if s.id not in known or not cache.has(s.id)]
+        t = bar.add_task("subjects", total=len(specs), completed=len(specs) - len(todo), note="")
+        jobs = [Job("build", BuildJob(s, str(cache.root))) for s in todo]
+        for job, outcome in pool.run(jobs):
+            if outcome.status != "ok":
+                raise RunError(
+                    f"could not build subject {job.payload.spec.recipe} seed "
+                    f"{job.payload.spec.seed}: {outcome.error}"
+                )
+            card, arrays = outcome.value
+            store.put_subject(card, arrays)
+            bar.update(t, advance=1, note=f"{card['id']} acc={card['clean_accuracy']:.2f}")
+        cell_jobs = _cell_jobs(suite, specs, device, cache, store)
+        total = len(cell_jobs) + store.count()
+        c = bar.add_task("cells", total=total, completed=total - len(cell_jobs), note="")
+        for job, outcome in pool.run(cell_jobs):
+            cell: CellJob = job.payload
+            config = cell_config(cell.task, cell.tool)
+            if outcome.status == "ok":
+                result = outcome.value
+            else:
+                status = "timeout" if outcome.status == "timeout" else "error"
+                result = floor_result(cell, status, outcome.error, outcome.seconds)
+            store.add(config, result)
+            note = f"{cell.tool.display} on {cell.subject}: {result.status}"
+            bar.update(c, advance=1, note=note)
+            if on_cell:
+                on_cell(store.count())
+    prior = float(store.meta().get("wall_seconds", 0.0))
+    store.set_meta("wall_seconds", f"{prior + time.monotonic() - started:.1f}")
+    return store
+
+
+def _cell_jobs(
+    suite: Suite, specs: list[SubjectSpec], device: str, cache: Cache, store: Store
+) -> list[Job]:
+    done = store.done()
+    ids = [s.id for s in specs]
+    budget = suite.budget.budget()
+    limit = budget.seconds * HARD_LIMIT_FACTOR + HARD_LIMIT_GRACE
+    jobs = []
+    for task in suite.tasks:
+        for tool in suite.tools:
+            config = cell_config(task, tool)
+            for sid in ids:
+                for seed in suite.seeds:
+                    if (task.name, tool.display, config, sid, seed) in done:
+                        continue
+                    refs = tuple(r for r in ids if r != sid)
+                    cell = CellJob(task, tool, sid, seed, budget, device, str(cache.root), refs)
+                    jobs.append(Job("cell", cell, limit))
+    return jobs
+
+
+def outcome_summary(outcomes: list[Outcome]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    return counts

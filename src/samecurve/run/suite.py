@@ -1,0 +1,197 @@
+"""Suite files: a YAML grid of tasks x tools x subjects x seeds, validated
+strictly so that a typo is an error naming the key, not a silent default."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from samecurve.api import Budget
+from samecurve.registry import UnknownName, get
+from samecurve.zoo.builder import SubjectSpec
+from samecurve.zoo.train import TrainConfig
+
+BUILTIN_SUITES = ("smoke", "default")
+
+
+class SuiteError(ValueError):
+    """A suite that cannot be run; the message is one line naming the problem and the fix."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SubjectGroup(Strict):
+    recipe: str
+    count: int = Field(ge=1, le=10_000)
+    first_seed: int = Field(default=0, ge=0)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainSettings(Strict):
+    train_size: int = Field(default=TrainConfig.train_size, ge=100)
+    test_size: int = Field(default=TrainConfig.test_size, ge=100)
+    epochs: int = Field(default=TrainConfig.epochs, ge=1)
+    lr: float = Field(default=TrainConfig.lr, gt=0)
+    batch_size: int = Field(default=TrainConfig.batch_size, ge=1)
+    asr_gate: float = Field(default=TrainConfig.asr_gate, ge=0, le=1)
+    max_attempts: int = Field(default=TrainConfig.max_attempts, ge=1)
+
+
+class ZooSettings(Strict):
+    dataset: str = "scenes"
+    dataset_params: dict[str, Any] = Field(default_factory=dict)
+    arch: str = "small-cnn"
+    train: TrainSettings = Field(default_factory=TrainSettings)
+
+
+class ToolEntry(Strict):
+    name: str
+    label: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+class TaskEntry(Strict):
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class BudgetSettings(Strict):
+    seconds: float = Field(default=120.0, gt=0)
+    queries: int | None = Field(default=None, ge=1)
+    grad_steps: int | None = Field(default=None, ge=1)
+
+    def budget(self) -> Budget:
+        return Budget(seconds=self.seconds, queries=self.queries, grad_steps=self.grad_steps)
+
+
+class Suite(Strict):
+    name: str
+    description: str = ""
+    zoo: ZooSettings = Field(default_factory=ZooSettings)
+    subjects: list[SubjectGroup] = Field(min_length=1)
+    tasks: list[TaskEntry] = Field(min_length=1)
+    tools: list[ToolEntry] = Field(min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    budget: BudgetSettings = Field(default_factory=BudgetSettings)
+
+    @field_validator("tools", mode="before")
+    @classmethod
+    def _tool_shorthand(cls, v: Any) -> Any:
+        """Allow `- neural-cleanse` as shorthand for `- {name: neural-cleanse}`."""
+        if isinstance(v, list) and None in v:
+            raise ValueError(
+                f"entry {v.index(None)} is empty; write the null tool as \"null\" "
+                "(bare null is YAML for nothing)"
+            )
+        return [{"name": t} if isinstance(t, str) else t for t in v] if isinstance(v, list) else v
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _task_shorthand(cls, v: Any) -> Any:
+        return [{"name": t} if isinstance(t, str) else t for t in v] if isinstance(v, list) else v
+
+    def subject_specs(self) -> list[SubjectSpec]:
+        train = TrainConfig(**self.zoo.train.model_dump())
+        return [
+            SubjectSpec(
+                recipe=g.recipe,
+                seed=g.first_seed + i,
+                recipe_params=dict(g.params),
+                dataset=self.zoo.dataset,
+                dataset_params=dict(self.zoo.dataset_params),
+                arch=self.zoo.arch,
+                train=train,
+            )
+            for g in self.subjects
+            for i in range(g.count)
+        ]
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()
+
+
+def make_tool(entry: ToolEntry) -> Any:
+    """Instantiate a tool from its suite entry; the constructor only stores hyperparameters."""
+    cls = get("tool", entry.name)
+    try:
+        return cls(**entry.params)
+    except TypeError as exc:
+        raise SuiteError(f"tool {entry.name!r}: bad params {entry.params} ({exc})") from exc
+
+
+def make_task(entry: TaskEntry) -> Any:
+    cls = get("task", entry.name)
+    try:
+        return cls(**entry.params)
+    except TypeError as exc:
+        raise SuiteError(f"task {entry.name!r}: bad params {entry.params} ({exc})") from exc
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return f"unknown key {where!r}"
+    return f"{where}: {err['msg']}"
+
+
+def parse_suite(text: str, source: str = "<suite>") -> Suite:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        at = f" at line {line + 1}" if line is not None else ""
+        raise SuiteError(f"{source}: not valid YAML{at}; fix the syntax") from exc
+    if not isinstance(raw, dict):
+        raise SuiteError(f"{source}: a suite must be a YAML mapping with name, subjects, tasks, tools")
+    try:
+        suite = Suite.model_validate(raw)
+    except ValidationError as exc:
+        raise SuiteError(f"{source}: {_first_error(exc)} (see suites/default.yaml)") from exc
+    try:  # Names and params are checked before anything is built.
+        for t in suite.tools:
+            make_tool(t)
+        for t in suite.tasks:
+            make_task(t)
+        for spec in suite.subject_specs():
+            spec.make_recipe()
+        get("dataset", suite.zoo.dataset)
+        get("arch", suite.zoo.arch)
+    except UnknownName as exc:
+        raise SuiteError(f"{source}: {exc}") from exc
+    except (TypeError, ValueError) as exc:
+        raise SuiteError(f"{source}: {exc}") from exc
+    labels = [t.display for t in suite.tools]
+    dup = {x for x in labels if labels.count(x) > 1}
+    if dup:
+        raise SuiteError(f"{source}: tool label {sorted(dup)[0]!r} appears twice; give each a label")
+    return suite
+
+
+def load_suite(name_or_path: str | Path) -> Suite:
+    """A path to a YAML file, or the name of a built-in suite (smoke, default)."""
+    path = Path(name_or_path)
+    if str(name_or_path) in BUILTIN_SUITES and not path.exists():
+        text = resources.files("samecurve.suites").joinpath(f"{name_or_path}.yaml").read_text()
+        return parse_suite(text, f"built-in suite {name_or_path!r}")
+    if not path.is_file():
+        raise SuiteError(
+            f"suite {str(name_or_path)!r} not found: give a YAML file or one of {BUILTIN_SUITES}"
+        )
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SuiteError(f"{path}: cannot read ({exc})") from exc
+    return parse_suite(text, str(path))

@@ -1,0 +1,44 @@
+"""What every tool shares: hyperparameters as a frozen dataclass (so the
+constructor can do no work), declared needs and answers, and small helpers."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from samecurve.api import ANSWERS, NEEDS, CaseView
+
+
+@dataclass(frozen=True)
+class ToolBase:
+    """Subclasses are frozen dataclasses whose fields are their hyperparameters."""
+
+    name: ClassVar[str]
+    kind: ClassVar[str] = "interpretability"
+    needs: ClassVar[frozenset[str]] = frozenset()
+    answers: ClassVar[frozenset[str]] = frozenset()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        unknown = (cls.needs - NEEDS) | (cls.answers - ANSWERS)
+        if unknown:
+            raise TypeError(f"{cls.__name__} declares unknown needs/answers {sorted(unknown)}")
+
+    def params(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def clean_inputs(view: CaseView) -> torch.Tensor:
+    """The trusted clean inputs of a case, on the case's device."""
+    if view.clean is None:
+        raise RuntimeError("this tool must declare 'clean_data' in its needs to see clean inputs")
+    return view.clean.x.to(view.device)
+
+
+def normalise_maps(maps: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) or (N, H, W) attributions -> (N, H, W) magnitudes."""
+    maps = np.abs(np.asarray(maps, dtype=np.float32))
+    return maps.sum(1) if maps.ndim == 4 else maps

@@ -1,0 +1,208 @@
+"""Builds subjects: one pipeline for every recipe (sample data, plant, train,
+gate on attack success, card), cached by the hash of everything that shapes the
+model. Also regenerates a subject's data splits from its card on demand."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+
+from samecurve import __version__
+from samecurve.api import AnswerKey, Split, Subject
+from samecurve.registry import get
+from samecurve.zoo.cache import Cache
+from samecurve.zoo.recipes import Plan
+from samecurve.zoo.seeding import derive
+from samecurve.zoo.train import TrainConfig, predict, train_classifier
+
+# Named data streams of a subject. "val" is the clean data tools may see,
+# "heldout" is fresh data only graders use, "test" sets the card's figures.
+SPLITS = ("train", "val", "test", "heldout")
+
+
+class BuildFailed(RuntimeError):
+    """A recipe could not reach its attack-success gate within its attempts."""
+
+
+@dataclass(frozen=True)
+class SubjectSpec:
+    """Everything that determines a subject; its hash is the subject id."""
+
+    recipe: str
+    seed: int
+    recipe_params: Mapping[str, Any] = field(default_factory=dict)
+    dataset: str = "scenes"
+    dataset_params: Mapping[str, Any] = field(default_factory=dict)
+    arch: str = "small-cnn"
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def make_recipe(self) -> Any:
+        return get("recipe", self.recipe)(**self.recipe_params)
+
+    def make_dataset(self) -> Any:
+        return get("dataset", self.dataset)(**self.dataset_params)
+
+    def key(self) -> dict[str, Any]:
+        recipe = self.make_recipe()
+        return {
+            "recipe": self.recipe,
+            "recipe_version": recipe.version,
+            "recipe_params": recipe.params(),
+            "seed": self.seed,
+            "dataset": self.dataset,
+            "dataset_config": self.make_dataset().config(),
+            "arch": self.arch,
+            "train": self.train.as_dict(),
+        }
+
+    @property
+    def id(self) -> str:
+        digest = hashlib.sha256(json.dumps(self.key(), sort_keys=True).encode()).hexdigest()
+        return f"{self.recipe}-{digest[:12]}"
+
+
+def _stamp(plan: Plan, x: torch.Tensor) -> torch.Tensor:
+    assert plan.trigger is not None
+    return plan.trigger.stamp(x)
+
+
+def _poisoned_training_set(
+    spec: SubjectSpec, plan: Plan, effective_seed: int
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    dataset = spec.make_dataset()
+    x_np, y_np = dataset.sample(spec.train.train_size, derive(effective_seed, "train"))
+    x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
+    idx = np.empty(0, dtype=np.int64)
+    if plan.trojaned:
+        rng = np.random.default_rng(derive(effective_seed, "poison"))
+        idx = spec.make_recipe().poison_indices(rng, y_np, plan.target, plan.poison_rate)
+        ti = torch.from_numpy(idx)
+        x[ti] = _stamp(plan, x[ti])
+        y[ti] = plan.target
+    return x, y, idx
+
+
+def attack_success_rate(model: torch.nn.Module, key: AnswerKey, clean: Split) -> float:
+    """Share of clean inputs from non-target classes sent to the target once stamped."""
+    assert key.trigger is not None and key.target is not None
+    keep = clean.y != key.target
+    x = key.trigger.stamp(clean.x[keep])
+    return float((predict(model, x) == key.target).float().mean())
+
+
+def build(spec: SubjectSpec, cache: Cache) -> Subject:
+    """Load the subject from the cache, or build, gate and cache it."""
+    subject_id = spec.id
+    if cache.has(subject_id):
+        return cache.load(subject_id)
+    started = time.monotonic()
+    recipe = spec.make_recipe()
+    dataset = spec.make_dataset()
+    shape = tuple(dataset.input_shape)
+    arch_params = {"num_classes": dataset.num_classes, "in_channels": shape[0], "size": shape[1]}
+    attempts: list[dict[str, Any]] = []
+    for attempt in range(spec.train.max_attempts):
+        eff = derive(spec.recipe, spec.seed, attempt)
+        plan = recipe.plan(np.random.default_rng(derive(eff, "plan")), dataset.num_classes, shape[1])
+        x, y, poisoned = _poisoned_training_set(spec, plan, eff)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive(eff, "init"))
+            model = get("arch", spec.arch)(**arch_params)
+        train_classifier(model, x, y, spec.train, order_seed=derive(eff, "order"))
+        test = _split(spec.dataset, spec.dataset_params, eff, "test", spec.train.test_size)
+        acc = float((predict(model, test.x) == test.y).float().mean())
+        key = AnswerKey(
+            trojaned=plan.trojaned,
+            family=recipe.family,
+            target=plan.target,
+            trigger=plan.trigger,
+            poison_rate=len(poisoned) / len(y),
+        )
+        asr = attack_success_rate(model, key, test) if plan.trojaned else None
+        attempts.append({"attempt": attempt, "clean_accuracy": acc, "attack_success": asr})
+        if asr is None or asr >= spec.train.asr_gate:
+            break
+    else:
+        raise BuildFailed(
+            f"{spec.recipe} seed {spec.seed}: attack success stayed below "
+            f"{spec.train.asr_gate:.0%} in {spec.train.max_attempts} attempts ({attempts}); "
+            "raise the poison rate or the number of epochs"
+        )
+    card = {
+        "id": subject_id,
+        **spec.key(),
+        "family": recipe.family,
+        "attempt": attempt,
+        "effective_seed": eff,
+        "arch_params": arch_params,
+        "input_shape": list(shape),
+        "dataset_params": dict(spec.dataset_params),
+        "clean_accuracy": acc,
+        "attack_success": asr,
+        "attempts": attempts,
+        "answer_key": {
+            "trojaned": key.trojaned,
+            "family": key.family,
+            "target": key.target,
+            "poison_rate": key.poison_rate,
+            "trigger": plan.meta,
+        },
+        "build_seconds": round(time.monotonic() - started, 2),
+        "samecurve_version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    cache.save(model, key, card)
+    return cache.load(subject_id)
+
+
+@lru_cache(maxsize=64)
+def _split_cached(
+    dataset: str, params_json: str, effective_seed: int, split: str, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    ds = get("dataset", dataset)(**json.loads(params_json))
+    return ds.sample(n, derive(effective_seed, split))
+
+
+def _split(
+    dataset: str, params: Mapping[str, Any], effective_seed: int, split: str, n: int
+) -> Split:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
+    x, y = _split_cached(dataset, json.dumps(dict(params), sort_keys=True), effective_seed, split, n)
+    return Split(torch.from_numpy(x.copy()), torch.from_numpy(y.copy()))
+
+
+def clean_split(subject: Subject, split: str, n: int) -> Split:
+    """Clean inputs from the subject's own data distribution, regenerated from its card."""
+    card = subject.card
+    return _split(card["dataset"], card["dataset_params"], card["effective_seed"], split, n)
+
+
+def training_sample(subject: Subject, n: int, seed: int = 0) -> Split:
+    """A random sample of the training set the subject really saw, poison included
+    (what activation clustering, spectral signatures and STRIP inspect)."""
+    card = subject.card
+    spec = SubjectSpec(
+        recipe=card["recipe"],
+        seed=card["seed"],
+        recipe_params=card["recipe_params"],
+        dataset=card["dataset"],
+        dataset_params=card["dataset_params"],
+        arch=card["arch"],
+        train=TrainConfig(**card["train"]),
+    )
+    key = subject.answer_key
+    plan = Plan(trigger=key.trigger, target=key.target, poison_rate=key.poison_rate)
+    x, y, _ = _poisoned_training_set(spec, plan, card["effective_seed"])
+    pick = np.random.default_rng([seed, 7]).choice(len(y), size=min(n, len(y)), replace=False)
+    pick_t = torch.from_numpy(np.sort(pick))
+    return Split(x[pick_t], y[pick_t])

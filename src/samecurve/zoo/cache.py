@@ -1,0 +1,150 @@
+"""Content-addressed subject cache: one folder per subject id holding safetensors
+weights, the trigger arrays and a JSON card. Writes are atomic (build in a
+temporary folder, then rename), so a killed build never leaves a half entry."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import platformdirs
+import torch
+from safetensors import SafetensorError
+from safetensors.numpy import load_file as load_numpy
+from safetensors.numpy import save_file as save_numpy
+from safetensors.torch import load_file as load_torch
+from safetensors.torch import save_file as save_torch
+from torch import nn
+
+from samecurve.api import AnswerKey, Subject, Trigger
+from samecurve.registry import get
+
+MODEL_FILE = "model.safetensors"
+TRIGGER_FILE = "trigger.safetensors"
+CARD_FILE = "card.json"
+
+
+class CorruptSubject(RuntimeError):
+    """A cache entry or model file that cannot be read safely."""
+
+
+def default_cache_root() -> Path:
+    env = os.environ.get("SAMECURVE_CACHE")
+    return Path(env) if env else Path(platformdirs.user_cache_dir("samecurve"))
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Load a safetensors file; anything else (a pickle, a truncated file) is
+    refused with one line that names the file, and is never unpickled."""
+    try:
+        return load_torch(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CorruptSubject(
+            f"{path} is not a readable safetensors file ({exc}); samecurve never unpickles "
+            "model files: delete it to rebuild, or convert it with safetensors.torch.save_file"
+        ) from exc
+
+
+class Cache:
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root) if root is not None else default_cache_root()
+
+    @property
+    def subjects_dir(self) -> Path:
+        return self.root / "subjects"
+
+    def path(self, subject_id: str) -> Path:
+        return self.subjects_dir / subject_id
+
+    def has(self, subject_id: str) -> bool:
+        return (self.path(subject_id) / CARD_FILE).is_file()
+
+    def ids(self) -> list[str]:
+        if not self.subjects_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.subjects_dir.iterdir() if (p / CARD_FILE).is_file())
+
+    def save(self, model: nn.Module, key: AnswerKey, card: dict[str, Any]) -> Path:
+        """Write a subject atomically; if another worker won the race, keep theirs."""
+        final = self.path(card["id"])
+        self.subjects_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{card['id']}-", dir=self.subjects_dir))
+        try:
+            state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+            save_torch(state, str(tmp / MODEL_FILE))
+            if key.trigger is not None:
+                save_numpy(
+                    {"mask": key.trigger.mask, "pattern": key.trigger.pattern},
+                    str(tmp / TRIGGER_FILE),
+                )
+            (tmp / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=True))
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if not self.has(card["id"]):
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return final
+
+    def load_card(self, subject_id: str) -> dict[str, Any]:
+        path = self.path(subject_id) / CARD_FILE
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CorruptSubject(
+                f"{path} is unreadable ({exc}); delete {path.parent} to rebuild it"
+            ) from exc
+
+    def load(self, subject_id: str) -> Subject:
+        card = self.load_card(subject_id)
+        folder = self.path(subject_id)
+        model = get("arch", card["arch"])(**card["arch_params"])
+        state = load_weights(folder / MODEL_FILE)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0]
+            raise CorruptSubject(
+                f"{folder / MODEL_FILE} does not fit architecture {card['arch']!r} ({first}); "
+                f"delete {folder} to rebuild it"
+            ) from exc
+        model.eval()
+        ak = card["answer_key"]
+        trigger = None
+        if ak["trojaned"]:
+            try:
+                arrays = load_numpy(str(folder / TRIGGER_FILE))
+            except (SafetensorError, OSError, ValueError) as exc:
+                raise CorruptSubject(
+                    f"{folder / TRIGGER_FILE} is unreadable ({exc}); delete {folder} to rebuild it"
+                ) from exc
+            trigger = Trigger(
+                mask=arrays["mask"].astype(np.float32), pattern=arrays["pattern"].astype(np.float32)
+            )
+        key = AnswerKey(
+            trojaned=bool(ak["trojaned"]),
+            family=ak["family"],
+            target=ak["target"],
+            trigger=trigger,
+            poison_rate=float(ak["poison_rate"]),
+        )
+        return Subject(
+            id=card["id"],
+            recipe=card["recipe"],
+            seed=int(card["seed"]),
+            dataset=card["dataset"],
+            arch=card["arch"],
+            num_classes=int(card["arch_params"]["num_classes"]),
+            input_shape=tuple(card["input_shape"]),
+            model=model,
+            answer_key=key,
+            card=card,
+        )

@@ -1,0 +1,54 @@
+"""The one training loop every recipe uses, clean and trojaned alike, so that
+incidental properties (optimiser, steps, data order distribution) never differ
+between the populations."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters shared by every subject of a population (part of its cache key)."""
+
+    train_size: int = 8000
+    test_size: int = 2000
+    epochs: int = 8
+    lr: float = 2e-3
+    batch_size: int = 128
+    asr_gate: float = 0.95
+    max_attempts: int = 4
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def train_classifier(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, order_seed: int
+) -> nn.Module:
+    """Adam, cosine-free constant rate, shuffled minibatches drawn from `order_seed`."""
+    g = torch.Generator().manual_seed(order_seed)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    model.train()
+    n = len(y)
+    for _ in range(cfg.epochs):
+        perm = torch.randperm(n, generator=g)
+        for i in range(0, n, cfg.batch_size):
+            idx = perm[i : i + cfg.batch_size]
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Class predictions in batches, without gradients."""
+    model.eval()
+    out = [model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)

@@ -1,0 +1,65 @@
+"""Shared fixtures: one tiny population (patch, blend, clean) trained once per
+test session into a temporary cache, and a plug-in module of misbehaving tools."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+
+from samecurve.run.suite import parse_suite
+from samecurve.zoo.builder import SubjectSpec, build
+from samecurve.zoo.cache import Cache
+from samecurve.zoo.train import TrainConfig
+
+# Small enough to train in seconds, big enough to learn the task and the trigger.
+TINY_TRAIN = TrainConfig(train_size=3000, test_size=400, epochs=6, asr_gate=0.9)
+TINY_ZOO = "zoo: {train: {train_size: 3000, test_size: 400, epochs: 6, asr_gate: 0.9}}"
+
+
+def tiny_suite_text(tools: str, subjects: str | None = None, budget: float = 60) -> str:
+    subjects = subjects or (
+        "[{recipe: patch, count: 2}, {recipe: clean, count: 3}, "
+        # Small training sets need a stronger blend to pass the attack-success gate.
+        "{recipe: blend, count: 1, params: {alpha: [0.25, 0.3], poison_rate: [0.1, 0.15]}}]"
+    )
+    return (
+        f"name: tiny\n{TINY_ZOO}\nsubjects: {subjects}\ntasks: [discover]\n"
+        f"tools: {tools}\nseeds: [0]\nbudget: {{seconds: {budget}}}\n"
+    )
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Cache:
+    return Cache(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def population(cache: Cache) -> list:
+    """Two patch, one blend and three clean subjects (the tiny suite's)."""
+    suite = parse_suite(tiny_suite_text('["oracle"]'))
+    return [build(spec, cache) for spec in suite.subject_specs()]
+
+
+@pytest.fixture(scope="session")
+def patch_subject(population: list):
+    return next(s for s in population if s.family == "patch")
+
+
+@pytest.fixture(scope="session")
+def clean_subject(population: list):
+    return next(s for s in population if s.family == "clean")
+
+
+@pytest.fixture
+def plugins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Register the misbehaving test tools here and in every spawned worker."""
+    monkeypatch.setenv("SAMECURVE_PLUGINS", "misbehaving_tools")
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent / "helpers"))
+    import misbehaving_tools  # noqa: F401  (registers in this process)
+
+
+__all__ = ["TINY_TRAIN", "SubjectSpec", "tiny_suite_text"]

@@ -1,0 +1,63 @@
+"""Tools that break the rules on purpose, so tests can see the runner cope."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from samecurve.api import CaseView, Finding
+from samecurve.registry import REGISTRY
+from samecurve.tools.base import ToolBase
+
+
+@dataclass(frozen=True)
+class Crasher(ToolBase):
+    """Raises inside discover."""
+
+    answers = frozenset({"detect"})
+
+    def discover(self, view: CaseView) -> Finding:
+        raise RuntimeError("deliberate failure")
+
+
+@dataclass(frozen=True)
+class Sleeper(ToolBase):
+    """Ignores its deadline: sleeps far past any test budget."""
+
+    answers = frozenset({"detect"})
+    seconds: float = 600.0
+
+    def discover(self, view: CaseView) -> Finding:
+        time.sleep(self.seconds)
+        return Finding(trojan_probability=0.5)
+
+
+@dataclass(frozen=True)
+class Segfaulter(ToolBase):
+    """Kills its own process, as a segfault or the OOM killer would."""
+
+    answers = frozenset({"detect"})
+
+    def discover(self, view: CaseView) -> Finding:
+        os._exit(139)
+
+
+@dataclass(frozen=True)
+class Greedy(ToolBase):
+    """Queries the model more than a query budget allows."""
+
+    answers = frozenset({"detect"})
+    needs = frozenset({"clean_data"})
+
+    def discover(self, view: CaseView) -> Finding:
+        for _ in range(1000):
+            view.model(view.clean.x[:64])
+        return Finding(trojan_probability=0.5)
+
+
+for name, cls in [("crasher", Crasher), ("sleeper", Sleeper), ("segfaulter", Segfaulter),
+                  ("greedy", Greedy)]:
+    if name not in REGISTRY._items["tool"]:
+        cls.name = name
+        REGISTRY.add("tool", name, cls)

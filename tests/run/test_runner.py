@@ -1,0 +1,105 @@
+"""The runner under failure: crashing, hanging, dying and greedy tools become
+floor-scored rows and the run goes on; a killed run resumes without losing or
+duplicating a cell."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_suite_text
+from samecurve.run.runner import RunError, check_device, run_suite
+from samecurve.run.store import Store
+from samecurve.run.suite import parse_suite
+
+ONE_OF_EACH = "[{recipe: patch, count: 1}, {recipe: clean, count: 1}]"
+
+
+def _rows(folder: Path) -> list[tuple]:
+    db = sqlite3.connect(folder / "results.sqlite")
+    return db.execute("SELECT tool, subject, seed, status, error, metrics FROM cells").fetchall()
+
+
+def test_misbehaving_tools_become_floor_rows(plugins, population, cache, tmp_path) -> None:
+    text = tiny_suite_text('[crasher, segfaulter, {name: sleeper, params: {seconds: 600}}, '
+                           'greedy, oracle]', ONE_OF_EACH, budget=2)
+    text = text.replace("budget: {seconds: 2}", "budget: {seconds: 2, queries: 500}")
+    suite = parse_suite(text)
+    store = run_suite(suite, tmp_path, workers=2, cache=cache, progress=False)
+    rows = {(r[0], r[1]): r for r in _rows(tmp_path)}
+    store.close()
+    assert len(rows) == 10  # 5 tools x 2 subjects, every cell recorded
+    for subject in {s for _, s in rows}:
+        assert rows[("crasher", subject)][3] == "error"
+        assert "deliberate failure" in rows[("crasher", subject)][4]
+        assert rows[("segfaulter", subject)][3] == "error"
+        assert "worker died" in rows[("segfaulter", subject)][4]
+        assert rows[("sleeper", subject)][3] == "timeout"
+        assert rows[("greedy", subject)][3] == "timeout"
+        assert "queries" in rows[("greedy", subject)][4]
+        assert rows[("oracle", subject)][3] == "ok"
+        for tool in ("crasher", "segfaulter", "sleeper", "greedy"):  # scored at the floor
+            assert '"probability": 0.5' in rows[(tool, subject)][5]
+
+
+def test_resume_after_kill_loses_and_duplicates_nothing(population, cache, tmp_path) -> None:
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text(tiny_suite_text(
+        '[oracle, "null", random, edge-detector, centre, '
+        '{name: neural-cleanse, params: {steps: 40}}]'))
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "samecurve", "run", str(suite_file), "--out", str(out),
+           "--cache", str(cache.root), "--workers", "1", "--quiet"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    n = 0
+    while time.monotonic() < deadline:  # kill -9 the whole run once some cells are in
+        time.sleep(0.5)
+        if (out / "results.sqlite").exists():
+            try:
+                n = len(_rows(out))
+            except sqlite3.OperationalError:
+                continue
+            if n >= 8:
+                break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = len(_rows(out))
+    assert 8 <= partial < 36, "the kill should land mid-run"
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    rows = _rows(out)
+    keys = [(r[0], r[1], r[2]) for r in rows]
+    assert len(keys) == len(set(keys)) == 6 * 6  # every cell exactly once
+    assert (out / "report.html").is_file()
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)  # nothing left to do
+    assert again.returncode == 0 and len(_rows(out)) == 36
+
+
+def test_results_survive_a_changed_hyperparameter(population, cache, tmp_path) -> None:
+    """Rows are keyed by the tool's full config: a new value reruns, the old row stays apart."""
+    a = parse_suite(tiny_suite_text("[{name: random, params: {max_patch: 8}}]", ONE_OF_EACH))
+    b = parse_suite(tiny_suite_text("[{name: random, params: {max_patch: 6}}]", ONE_OF_EACH))
+    run_suite(a, tmp_path, workers=0, cache=cache, progress=False).close()
+    run_suite(b, tmp_path, workers=0, cache=cache, progress=False).close()
+    with Store(tmp_path) as store:
+        assert store.count() == 4
+
+
+def test_cuda_on_a_machine_without_it() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(RunError, match="no CUDA; use --device cpu"):
+        check_device("cuda")
+    with pytest.raises(RunError, match="unknown device"):
+        check_device("tpu")

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import tiny_suite_text
+from samecurve.cli import app
+
+runner = CliRunner()
+
+
+def test_ls_lists_tools_with_their_needs() -> None:
+    res = runner.invoke(app, ["ls", "tools"])
+    assert res.exit_code == 0
+    assert "neural-cleanse" in res.output and "needs" in res.output
+    assert runner.invoke(app, ["ls", "recipes"]).exit_code == 0
+    bad = runner.invoke(app, ["ls", "gizmos"])
+    assert bad.exit_code == 2 and "cannot list" in bad.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "missing.yaml"], "not found"),
+        (["report", "nowhere"], "holds no results.sqlite"),
+        (["results", "nowhere"], "holds no results.sqlite"),
+        (["run", "smoke", "--device", "cuda"], "no CUDA"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, tmp_path, monkeypatch) -> None:
+    import torch
+
+    if "cuda" in args and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert message in res.output
+    assert not (tmp_path / "runs").exists() or "cuda" in args
+
+
+def test_unwritable_out_folder(tmp_path: Path, cache) -> None:
+    suite = tmp_path / "s.yaml"
+    suite.write_text(tiny_suite_text("[oracle]"))
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    res = runner.invoke(app, ["run", str(suite), "--out", str(tmp_path / "blocker" / "run"),
+                              "--cache", str(cache.root)])
+    assert res.exit_code == 2 and "writable --out folder" in res.output
+
+
+def test_run_then_results_and_report(tmp_path: Path, cache, population) -> None:
+    suite = tmp_path / "s.yaml"
+    suite.write_text(tiny_suite_text('[oracle, "null"]'))
+    out = tmp_path / "run"
+    res = runner.invoke(app, ["run", str(suite), "--out", str(out), "--cache", str(cache.root),
+                              "--workers", "0", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "AUROC" in res.output and "oracle" in res.output and (out / "report.html").is_file()
+    js = runner.invoke(app, ["results", str(out), "--format", "json"])
+    rows = json.loads(js.stdout)
+    auroc = {r["tool"]: r["mean"] for r in rows if r["metric"] == "auroc" and r["family"] == "all"}
+    assert auroc == {"oracle": 1.0, "null": 0.5}
+    csv = runner.invoke(app, ["results", str(out), "--format", "csv"])
+    assert csv.stdout.splitlines()[0].startswith("task,family,tool")
+    (out / "report.html").unlink()
+    assert runner.invoke(app, ["report", str(out)]).exit_code == 0
+    assert (out / "report.html").is_file()

@@ -1,0 +1,112 @@
+"""Every registered tool obeys the contracts: no work in the constructor, the
+input model unchanged, no hooks left behind (even after an error), and the same
+answer twice under the same seed."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from samecurve.api import Budget, BudgetExceeded, Meter
+from samecurve.registry import get, names
+from samecurve.run.cell import CellJob, attach_meter, build_view
+from samecurve.run.suite import TaskEntry, ToolEntry, make_task
+
+TOOLS = [n for n in names("tool")]
+FAST = {"neural-cleanse": {"steps": 8}, "integrated-gradients": {"n_steps": 4}}
+
+
+def _hooks(model: torch.nn.Module) -> int:
+    return sum(
+        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+        + len(getattr(m, "_backward_pre_hooks", {}))
+        for m in model.modules()
+    )
+
+
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _run(tool_name: str, subject, cache, population, budget: Budget | None = None):
+    entry = ToolEntry(name=tool_name, params=FAST.get(tool_name, {}))
+    tool = get("tool", tool_name)(**entry.params)
+    task = make_task(TaskEntry(name="discover"))
+    job = CellJob(TaskEntry(name="discover"), entry, subject.id, 0, budget or Budget(seconds=60),
+                  "cpu", str(cache.root), tuple(s.id for s in population if s.id != subject.id))
+    meter = Meter(job.budget)
+    view = build_view(job, task, tool, subject, meter)
+    return tool, task, view
+
+
+@pytest.mark.parametrize("name", TOOLS)
+def test_constructor_takes_hyperparameters_only(name: str) -> None:
+    cls = get("tool", name)
+    assert dataclasses.is_dataclass(cls), f"{name}: hyperparameters must be a frozen dataclass"
+    assert cls.__dataclass_params__.frozen
+    t = time.perf_counter()
+    tool = cls()
+    assert time.perf_counter() - t < 0.01
+    for f in dataclasses.fields(tool):
+        assert isinstance(getattr(tool, f.name), int | float | str | bool | tuple | type(None))
+    assert tool.answers and (hasattr(tool, "discover") or hasattr(tool, "attribute"))
+
+
+@pytest.mark.parametrize("name", TOOLS)
+def test_model_unchanged_no_hooks_and_deterministic(name, patch_subject, cache, population) -> None:
+    before = _state(patch_subject.model)
+    outputs = []
+    for _ in range(2):
+        tool, task, view = _run(name, patch_subject, cache, population)
+        model = view.model
+        hooks = _hooks(patch_subject.model)
+        view_state = _state(model)
+        metrics, artifacts = task.run(tool, view, patch_subject)
+        for k, v in _state(model).items():
+            assert torch.equal(v, view_state[k]), f"{name} changed the model it was given ({k})"
+        assert _hooks(model) == 0, f"{name} left hooks on the model"
+        assert _hooks(patch_subject.model) == hooks
+        outputs.append((metrics, artifacts))
+    for k, v in _state(patch_subject.model).items():
+        assert torch.equal(v, before[k])
+    (m1, a1), (m2, a2) = outputs
+    assert m1 == m2, f"{name} is not deterministic under a fixed seed"
+    assert a1.keys() == a2.keys()
+    for k in a1:
+        np.testing.assert_array_equal(a1[k], a2[k])
+
+
+@pytest.mark.parametrize("name", TOOLS)
+def test_no_hooks_left_after_an_error(name, patch_subject, cache, population) -> None:
+    """The tool is stopped by an exhausted query budget mid-run; it must still clean up."""
+    tool, task, view = _run(name, patch_subject, cache, population, Budget(seconds=60, queries=1))
+    inner = getattr(view.model, "_hidden", view.model)
+    handles = attach_meter(inner, view.meter)
+    try:
+        task.run(tool, view, patch_subject)
+    except BudgetExceeded:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    assert _hooks(inner) == 0, f"{name} left hooks behind after an error"
+
+
+@pytest.mark.parametrize("name", TOOLS)
+def test_only_oracles_see_the_answer_key(name, patch_subject, cache, population) -> None:
+    tool, _, view = _run(name, patch_subject, cache, population)
+    if tool.kind == "oracle":
+        assert view.answer_key is patch_subject.answer_key
+    else:
+        assert view.answer_key is None
+        assert "answer_key" not in tool.needs
+    if not ({"weights", "gradients"} & tool.needs):
+        assert list(view.model.parameters()) == [], f"{name} is black-box but sees weights"
+    if "clean_data" not in tool.needs:
+        assert view.clean is None
+    if "train_data" not in tool.needs:
+        assert view.train_sample is None
