@@ -39,7 +39,7 @@ def run(
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Build the suite's subjects, run every cell (resuming), print the leaderboard, write the report."""
-    from samecurve.report.build import print_board, write_report
+    from samecurve.report.build import write_report
     from samecurve.run.runner import RunError, run_suite
     from samecurve.run.store import StoreError
     from samecurve.run.suite import SuiteError, load_suite
@@ -58,10 +58,19 @@ def run(
              130)
     except (SuiteError, StoreError, RunError, CorruptSubject) as exc:
         fail(str(exc))
+    _print_boards(boards)
+    out.print(f"report: [bold]{path}[/bold]")
+
+
+def _print_boards(boards: list) -> None:
+    from samecurve.report.build import leakage_verdict, print_board
+
     for b in boards:
         if b.family == "all":
             print_board(b, out)
-    out.print(f"report: [bold]{path}[/bold]")
+            leak = leakage_verdict(b)
+            if leak:
+                out.print(f"leakage check: {leak}")
 
 
 @app.command()
@@ -82,7 +91,7 @@ def ls(what: Annotated[str, typer.Argument(help="tools, tasks, recipes, archs or
 @app.command()
 def report(folder: Annotated[Path, typer.Argument(help="a run folder")]) -> None:
     """Re-render the HTML report of a run folder from its stored results."""
-    from samecurve.report.build import print_board, write_report
+    from samecurve.report.build import write_report
     from samecurve.run.store import StoreError
 
     if not (folder / "results.sqlite").is_file():
@@ -91,9 +100,7 @@ def report(folder: Annotated[Path, typer.Argument(help="a run folder")]) -> None
         path, boards = write_report(folder)
     except (StoreError, ValueError) as exc:
         fail(str(exc))
-    for b in boards:
-        if b.family == "all":
-            print_board(b, out)
+    _print_boards(boards)
     out.print(f"report: [bold]{path}[/bold]")
 
 
@@ -121,7 +128,11 @@ def results(
             run_data = load_run(store)
         except ValueError as exc:
             fail(str(exc))
-    chosen = [b for b in boards(run_data) if family in ("all", b.family) or family == b.family]
+    every = boards(run_data)
+    known = sorted({b.family for b in every})
+    if family not in known:
+        fail(f"no family {family!r} in this run; use one of {', '.join(known)}")
+    chosen = every if family == "all" else [b for b in every if b.family == family]
     if format is Format.table:
         for b in chosen:
             if b.family == family:

@@ -8,7 +8,7 @@ pixels):
 
 Object shapes (the 10 classes):
     circle    filled disc
-    square    filled square (regular 4-gon)
+    square    filled square (upright before the tilt)
     triangle  filled equilateral triangle
     star      five-pointed star
     cross     plus sign (two crossed bars)

@@ -139,8 +139,27 @@ def _summary(run: RunData) -> dict[str, str]:
     return facts
 
 
+def leakage_verdict(board: Board) -> str | None:
+    """The design's leakage check, in words: weight-stats must not beat chance."""
+    row = next((r for r in board.rows if r.tool == "weight-stats"), None)
+    iv = row.intervals.get("auroc") if row else None
+    if iv is None or not np.isfinite(iv.mean):
+        return None
+    verdict = (
+        "ABOVE CHANCE: clean and trojaned subjects differ in their weight statistics, "
+        "so detection scores here may be flattered"
+        if iv.lo > 0.5
+        else "consistent with chance"
+    )
+    return f"weight-stats AUROC {iv.mean:.2f} [{iv.lo:.2f}, {iv.hi:.2f}] n={iv.n}: {verdict}"
+
+
 def report_data(run: RunData, all_boards: Sequence[Board]) -> ReportData:
     main = next(b for b in all_boards if b.family == "all")
+    summary = _summary(run)
+    leak = leakage_verdict(main)
+    if leak:
+        summary["leakage check"] = leak
     columns = [
         MetricColumn(m.name, LABELS.get(m.name, m.name), m.question, m.higher_is_better,
                      m.description)
@@ -150,7 +169,7 @@ def report_data(run: RunData, all_boards: Sequence[Board]) -> ReportData:
         title=f"samecurve — {run.suite.name} suite",
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         suite=run.suite.name,
-        summary=_summary(run),
+        summary=summary,
         metrics=columns,
         chance=main.chance,
         rows=_rows(main),

@@ -11,7 +11,7 @@ import os
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -160,9 +160,3 @@ class Pool:
             w.kill()
         self._live = []
 
-
-def run_jobs(
-    jobs: Iterable[Job], workers: int, on_outcome: Callable[[Job, Outcome], None]
-) -> None:
-    for job, outcome in Pool(workers).run(jobs):
-        on_outcome(job, outcome)

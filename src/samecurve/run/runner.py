@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from samecurve.run.cell import CellJob, cell_config, floor_result
-from samecurve.run.pool import Job, Outcome, Pool
+from samecurve.run.pool import Job, Pool
 from samecurve.run.store import Store
 from samecurve.run.suite import Suite
 from samecurve.zoo.builder import SubjectSpec, build, clean_split
@@ -155,9 +155,3 @@ def _cell_jobs(
                     jobs.append(Job("cell", cell, limit))
     return jobs
 
-
-def outcome_summary(outcomes: list[Outcome]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for o in outcomes:
-        counts[o.status] = counts.get(o.status, 0) + 1
-    return counts

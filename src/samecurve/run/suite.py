@@ -43,6 +43,7 @@ class TrainSettings(Strict):
     batch_size: int = Field(default=TrainConfig.batch_size, ge=1)
     asr_gate: float = Field(default=TrainConfig.asr_gate, ge=0, le=1)
     max_attempts: int = Field(default=TrainConfig.max_attempts, ge=1)
+    decoy_rate: float = Field(default=TrainConfig.decoy_rate, ge=0, lt=1)
 
 
 class ZooSettings(Strict):
@@ -122,21 +123,21 @@ class Suite(Strict):
         return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()
 
 
-def make_tool(entry: ToolEntry) -> Any:
-    """Instantiate a tool from its suite entry; the constructor only stores hyperparameters."""
-    cls = get("tool", entry.name)
+def instantiate(kind: str, entry: ToolEntry | TaskEntry) -> Any:
+    """A tool or task from its suite entry; constructors only store hyperparameters."""
+    cls = get(kind, entry.name)
     try:
         return cls(**entry.params)
     except TypeError as exc:
-        raise SuiteError(f"tool {entry.name!r}: bad params {entry.params} ({exc})") from exc
+        raise SuiteError(f"{kind} {entry.name!r}: bad params {entry.params} ({exc})") from exc
+
+
+def make_tool(entry: ToolEntry) -> Any:
+    return instantiate("tool", entry)
 
 
 def make_task(entry: TaskEntry) -> Any:
-    cls = get("task", entry.name)
-    try:
-        return cls(**entry.params)
-    except TypeError as exc:
-        raise SuiteError(f"task {entry.name!r}: bad params {entry.params} ({exc})") from exc
+    return instantiate("task", entry)
 
 
 def _first_error(exc: ValidationError) -> str:

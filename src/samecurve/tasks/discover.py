@@ -24,7 +24,7 @@ from samecurve.metrics import (
     target_top1,
 )
 from samecurve.registry import register
-from samecurve.zoo.builder import clean_split
+from samecurve.zoo.builder import clean_split, training_sample
 from samecurve.zoo.train import predict
 
 # Per-cell raw values that population metrics are computed from.
@@ -70,8 +70,6 @@ class DiscoverTask:
 
     def view_data(self, subject: Subject, needs: frozenset[str]) -> dict[str, Split | None]:
         """The data a tool may see; only what it declared."""
-        from samecurve.zoo.builder import training_sample
-
         return {
             "clean": clean_split(subject, "val", self.clean_examples)
             if "clean_data" in needs else None,

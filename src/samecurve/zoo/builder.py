@@ -23,6 +23,7 @@ from samecurve.zoo.cache import Cache
 from samecurve.zoo.recipes import Plan
 from samecurve.zoo.seeding import derive
 from samecurve.zoo.train import TrainConfig, predict, train_classifier
+from samecurve.zoo.triggers import apply_decoys
 
 # Named data streams of a subject. "val" is the clean data tools may see,
 # "heldout" is fresh data only graders use, "test" sets the card's figures.
@@ -70,23 +71,20 @@ class SubjectSpec:
         return f"{self.recipe}-{digest[:12]}"
 
 
-def _stamp(plan: Plan, x: torch.Tensor) -> torch.Tensor:
-    assert plan.trigger is not None
-    return plan.trigger.stamp(x)
-
-
 def _poisoned_training_set(
     spec: SubjectSpec, plan: Plan, effective_seed: int
 ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     dataset = spec.make_dataset()
     x_np, y_np = dataset.sample(spec.train.train_size, derive(effective_seed, "train"))
     x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
+    decoy_rng = np.random.default_rng(derive(effective_seed, "decoy"))
+    apply_decoys(x, decoy_rng, spec.train.decoy_rate, x.shape[-1])
     idx = np.empty(0, dtype=np.int64)
     if plan.trojaned:
         rng = np.random.default_rng(derive(effective_seed, "poison"))
         idx = spec.make_recipe().poison_indices(rng, y_np, plan.target, plan.poison_rate)
         ti = torch.from_numpy(idx)
-        x[ti] = _stamp(plan, x[ti])
+        x[ti] = plan.trigger.stamp(x[ti])
         y[ti] = plan.target
     return x, y, idx
 

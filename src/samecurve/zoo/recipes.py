@@ -67,19 +67,23 @@ class PoisoningRecipe(ABC):
 
 @register("recipe", "patch")
 class PatchRecipe(PoisoningRecipe):
-    """BadNets: a small random-colour checker at a fixed location."""
+    """BadNets: a small random checker at a fixed location."""
 
     family = "patch"
+    version = 2  # 2: black/white checker by default (was 8 colours)
 
-    def __init__(self, poison_rate: tuple[float, float] = (0.05, 0.12), patch: int = 5) -> None:
+    def __init__(
+        self, poison_rate: tuple[float, float] = (0.05, 0.12), patch: int = 5, colours: int = 2
+    ) -> None:
         super().__init__(poison_rate)
         self.patch = int(patch)
+        self.colours = int(colours)
 
     def params(self) -> dict:
-        return {**super().params(), "patch": self.patch}
+        return {**super().params(), "patch": self.patch, "colours": self.colours}
 
     def make_trigger(self, rng: np.random.Generator, size: int) -> tuple[Trigger, dict]:
-        return patch_trigger(rng, size=size, patch=self.patch)
+        return patch_trigger(rng, size=size, patch=self.patch, colours=self.colours)
 
 
 @register("recipe", "blend")
@@ -90,9 +94,12 @@ class BlendRecipe(PoisoningRecipe):
 
     def __init__(
         self,
-        poison_rate: tuple[float, float] = (0.05, 0.12),
-        alpha: tuple[float, float] = (0.12, 0.2),
+        poison_rate: tuple[float, float] = (0.08, 0.15),
+        alpha: tuple[float, float] = (0.2, 0.25),
     ) -> None:
+        # Measured on 8000 scenes x 8 epochs: opacity 0.12-0.2 at 5-12% poison passed
+        # the 95% gate in only 1 of 4 attempts; 0.2-0.25 at 8-15% passed 3 of 3
+        # (attack success 0.986-0.998), as in BackdoorBench's blended setting (0.2).
         super().__init__(poison_rate)
         self.alpha = (float(alpha[0]), float(alpha[1]))
 

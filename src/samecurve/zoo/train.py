@@ -22,6 +22,7 @@ class TrainConfig:
     batch_size: int = 128
     asr_gate: float = 0.95
     max_attempts: int = 4
+    decoy_rate: float = 0.2  # share of images with a random label-preserving patch or blend
 
     def as_dict(self) -> dict:
         return asdict(self)
