@@ -16,15 +16,19 @@ from samecurve.zoo.cache import Cache
 from samecurve.zoo.train import TrainConfig
 
 # Small enough to train in seconds, big enough to learn the task and the trigger.
-TINY_TRAIN = TrainConfig(train_size=3000, test_size=400, epochs=6, asr_gate=0.9)
-TINY_ZOO = "zoo: {train: {train_size: 3000, test_size: 400, epochs: 6, asr_gate: 0.9}}"
+# (Measured: blend subjects of 3000 images need 8 epochs to pass 40% clean accuracy.)
+TINY_TRAIN = TrainConfig(
+    train_size=3000, test_size=400, epochs=8, asr_gate=0.9, min_clean_accuracy=0.4
+)
+TINY_ZOO = (
+    "zoo: {train: {train_size: 3000, test_size: 400, epochs: 8, asr_gate: 0.9, "
+    "min_clean_accuracy: 0.4}}"
+)
 
 
 def tiny_suite_text(tools: str, subjects: str | None = None, budget: float = 60) -> str:
     subjects = subjects or (
-        "[{recipe: patch, count: 2}, {recipe: clean, count: 3}, "
-        # Small training sets need a stronger blend to pass the attack-success gate.
-        "{recipe: blend, count: 1, params: {alpha: [0.25, 0.3], poison_rate: [0.1, 0.15]}}]"
+        "[{recipe: patch, count: 2}, {recipe: blend, count: 1}, {recipe: clean, count: 3}]"
     )
     return (
         f"name: tiny\n{TINY_ZOO}\nsubjects: {subjects}\ntasks: [discover]\n"

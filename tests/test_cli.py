@@ -68,3 +68,15 @@ def test_run_then_results_and_report(tmp_path: Path, cache, population) -> None:
     (out / "report.html").unlink()
     assert runner.invoke(app, ["report", str(out)]).exit_code == 0
     assert (out / "report.html").is_file()
+
+
+def test_compare_two_tools_on_the_same_subjects(tmp_path: Path, cache, population) -> None:
+    suite = tmp_path / "s.yaml"
+    suite.write_text(tiny_suite_text('[oracle, "null"]'))
+    out = tmp_path / "run"
+    assert runner.invoke(app, ["run", str(suite), "--out", str(out), "--cache", str(cache.root),
+                               "--workers", "0", "--quiet"]).exit_code == 0
+    res = runner.invoke(app, ["compare", str(out), "oracle", "null", "--metric", "target_top1"])
+    assert res.exit_code == 0 and "+1.000" in res.output and "n=3" in res.output
+    bad = runner.invoke(app, ["compare", str(out), "oracle", "nul"])
+    assert bad.exit_code == 2 and "no tool 'nul'" in bad.output

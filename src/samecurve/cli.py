@@ -152,6 +152,34 @@ def results(
         writer.writerows(rows)
 
 
+@app.command()
+def compare(
+    folder: Annotated[Path, typer.Argument(help="a run folder")],
+    tool_a: Annotated[str, typer.Argument(help="tool label")],
+    tool_b: Annotated[str, typer.Argument(help="tool label to compare against")],
+    metric: Annotated[str, typer.Option(help="a metric name, e.g. auroc, target_top1")] = "auroc",
+    task: Annotated[str, typer.Option(help="task name")] = "discover",
+) -> None:
+    """Paired comparison of two tools on the same subjects: difference, 95% CI, p-value."""
+    from samecurve.run.aggregate import compare as paired
+    from samecurve.run.aggregate import load_run
+    from samecurve.run.store import Store
+
+    if not (folder / "results.sqlite").is_file():
+        fail(f"{folder} holds no results.sqlite; give the --out folder of a `samecurve run`")
+    with Store(folder) as store:
+        run_data = load_run(store)
+    labels = {t.display for t in run_data.suite.tools}
+    for t in (tool_a, tool_b):
+        if t not in labels:
+            fail(f"no tool {t!r} in this run; it has {', '.join(sorted(labels))}")
+    try:
+        c = paired(run_data, task, tool_a, tool_b, metric)
+    except (ValueError, StopIteration):
+        fail(f"cannot compare on {metric!r}: use auroc or a per-subject metric of task {task!r}")
+    out.print(f"{tool_a} - {tool_b} on {metric}: {c}")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     try:
         app()

@@ -21,7 +21,7 @@ from samecurve.zoo.cache import Cache, CorruptSubject
 def test_population_meets_its_gates(population: list) -> None:
     for s in population:
         card = s.card
-        assert card["clean_accuracy"] > 0.5, card["id"]  # learned the task (10 classes)
+        assert card["clean_accuracy"] >= TINY_TRAIN.min_clean_accuracy, card["id"]  # 10 classes
         if s.answer_key.trojaned:
             assert card["attack_success"] >= TINY_TRAIN.asr_gate
             assert card["attempts"][-1]["attack_success"] == card["attack_success"]

@@ -42,6 +42,7 @@ class TrainSettings(Strict):
     lr: float = Field(default=TrainConfig.lr, gt=0)
     batch_size: int = Field(default=TrainConfig.batch_size, ge=1)
     asr_gate: float = Field(default=TrainConfig.asr_gate, ge=0, le=1)
+    min_clean_accuracy: float = Field(default=TrainConfig.min_clean_accuracy, ge=0, le=1)
     max_attempts: int = Field(default=TrainConfig.max_attempts, ge=1)
     decoy_rate: float = Field(default=TrainConfig.decoy_rate, ge=0, lt=1)
 

@@ -21,6 +21,7 @@ class TrainConfig:
     lr: float = 2e-3
     batch_size: int = 128
     asr_gate: float = 0.95
+    min_clean_accuracy: float = 0.6  # a subject that has not learned its task is no subject
     max_attempts: int = 4
     decoy_rate: float = 0.2  # share of images with a random label-preserving patch or blend
 
