@@ -175,8 +175,8 @@ def compare(
             fail(f"no tool {t!r} in this run; it has {', '.join(sorted(labels))}")
     try:
         c = paired(run_data, task, tool_a, tool_b, metric)
-    except (ValueError, StopIteration):
-        fail(f"cannot compare on {metric!r}: use auroc or a per-subject metric of task {task!r}")
+    except ValueError as exc:
+        fail(str(exc))
     out.print(f"{tool_a} - {tool_b} on {metric}: {c}")
 
 

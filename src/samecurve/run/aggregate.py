@@ -197,8 +197,14 @@ def compare(
     run: RunData, task: str, tool_a: str, tool_b: str, metric: str, subjects: set[str] | None = None
 ) -> PairedComparison:
     """Tool a minus tool b on the same subjects (paired)."""
-    spec = next(m for m in make_task(next(t for t in run.suite.tasks if t.name == task)).metrics
-                if m.name == metric)
+    entry = next((t for t in run.suite.tasks if t.name == task), None)
+    if entry is None:
+        raise ValueError(f"no task {task!r} in this run")
+    metrics = make_task(entry).metrics
+    spec = next((m for m in metrics if m.name == metric), None)
+    if spec is None:
+        names = ", ".join(m.name for m in metrics)
+        raise ValueError(f"task {task!r} has no metric {metric!r}; use one of {names}")
     subjects = subjects if subjects is not None else set(run.cards)
     ca = [c for c in run.cells.get((task, tool_a), []) if c.key.subject in subjects]
     cb = [c for c in run.cells.get((task, tool_b), []) if c.key.subject in subjects]

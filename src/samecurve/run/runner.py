@@ -5,7 +5,6 @@ command again after an interruption resumes: nothing is lost or repeated."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,7 +86,6 @@ def run_suite(
     cache: Cache | None = None,
     console: Console | None = None,
     progress: bool = True,
-    on_cell: Callable[[int], None] | None = None,
 ) -> Store:
     """Run a suite into `out` and return its store (open). Resumes what is there."""
     check_device(device)
@@ -115,7 +113,8 @@ def run_suite(
             store.put_subject(card, arrays)
             bar.update(t, advance=1, note=f"{card['id']} acc={card['clean_accuracy']:.2f}")
         cell_jobs = _cell_jobs(suite, specs, device, cache, store)
-        total = len(cell_jobs) + store.count()
+        # This suite's cells only: rows of other configs may share the store.
+        total = len(suite.tasks) * len(suite.tools) * len(specs) * len(suite.seeds)
         c = bar.add_task("cells", total=total, completed=total - len(cell_jobs), note="")
         for job, outcome in pool.run(cell_jobs):
             cell: CellJob = job.payload
@@ -128,8 +127,6 @@ def run_suite(
             store.add(config, result)
             note = f"{cell.tool.display} on {cell.subject}: {result.status}"
             bar.update(c, advance=1, note=note)
-            if on_cell:
-                on_cell(store.count())
     prior = float(store.meta().get("wall_seconds", 0.0))
     store.set_meta("wall_seconds", f"{prior + time.monotonic() - started:.1f}")
     return store
