@@ -28,16 +28,15 @@ def patch_trigger(
         return rng.integers(0, 2, size=(patch, patch, channels))
 
     pixels = draw().astype(np.float32)
-    # Never a one- or two-pixel-kind patch: it would be a plain square, not a pattern.
-    while len(np.unique(pixels.reshape(-1, channels), axis=0)) < 2 or pixels.mean() in (0, 1):
+    # Never a single-colour patch: it would be a plain square, not a pattern.
+    while len(np.unique(pixels.reshape(-1, channels), axis=0)) < 2:
         pixels = draw().astype(np.float32)
-    colours_arr = pixels
     top = int(rng.integers(1, size - patch))
     left = int(rng.integers(1, size - patch))
     mask = np.zeros((size, size), np.float32)
     mask[top : top + patch, left : left + patch] = 1.0
     pattern = np.zeros((channels, size, size), np.float32)
-    pattern[:, top : top + patch, left : left + patch] = colours_arr.transpose(2, 0, 1)
+    pattern[:, top : top + patch, left : left + patch] = pixels.transpose(2, 0, 1)
     return Trigger(mask=mask, pattern=pattern), {
         "kind": "patch",
         "patch_size": patch,
@@ -66,9 +65,9 @@ def apply_decoys(
 ) -> np.ndarray:
     """Stamp a fresh random patch or blend (from the trigger families' own generators)
     on a share `rate` of the images, in place, labels unchanged. Every subject, clean
-    or trojaned, gets them: without decoys only trojaned models ever see
-    trigger-like patterns, and their first-layer weight norms alone give the label
-    away (measured AUROC 0.97 for a weight-statistics detector)."""
+    or trojaned, gets them, so clean models see trigger-like patterns too. Before
+    decoys one first-layer weight norm separated trojaned from clean subjects at
+    AUC 0.97; with them single features reach 0.80-0.87: narrowed, not closed."""
     idx = np.flatnonzero(rng.random(len(x)) < rate)
     for i in idx:
         if rng.random() < 0.5:
