@@ -81,16 +81,90 @@ class Trigger:
         """Boolean (H, W): the pixels the trigger touches."""
         return self.mask > 0
 
+    kind: ClassVar[str] = "mask"
+    fixed_footprint: ClassVar[bool] = True
+
+    @property
+    def localised(self) -> bool:
+        """Touches part of the image, not all of it (a patch, not a blend)."""
+        fp = self.footprint
+        return bool(fp.any() and not fp.all())
+
+    def stamp_with_footprint(self, x: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+        fp = np.broadcast_to(self.footprint, (x.shape[0], *self.footprint.shape))
+        return self.stamp(x), fp
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"mask": self.mask, "pattern": self.pattern}
+
+    def meta(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Trigger:
+        return cls(mask=arrays["mask"].astype(np.float32), pattern=arrays["pattern"].astype(np.float32))
+
+
+@runtime_checkable
+class Stamp(Protocol):
+    """Any planted trigger: a mask-and-pattern `Trigger`, or a transform (a colour
+    filter, a warp, an object drawn at a random place). Graders stamp inputs with
+    it and compare a tool's answer with its footprint."""
+
+    kind: ClassVar[str]
+    fixed_footprint: ClassVar[bool]  # False: where it lands differs per input
+    localised: bool  # touches part of each input, so attribution can point at it
+
+    def stamp(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def stamp_with_footprint(self, x: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+        """The stamped batch and a boolean (N, H, W) of the pixels touched in each input."""
+        ...
+
+    @property
+    def footprint(self) -> np.ndarray:
+        """Boolean (H, W): every pixel the trigger may touch."""
+        ...
+
+    def arrays(self) -> dict[str, np.ndarray]: ...
+
+    def meta(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, eq=False)
+class Trojan:
+    """One planted behaviour: inputs stamped with `trigger` go to `target`; if
+    `source` is set, only inputs of that class do (a source-specific trojan)."""
+
+    trigger: Stamp
+    target: int
+    source: int | None = None
+
 
 @dataclass(frozen=True, eq=False)
 class AnswerKey:
-    """What we planted. Only oracle tools and graders ever read it."""
+    """What we planted. Only oracle tools and graders ever read it. The first
+    trojan is spelled out (target, trigger, source); a multi-trojan subject lists
+    the others in `extra`."""
 
     trojaned: bool
     family: str
     target: int | None = None
-    trigger: Trigger | None = None
+    trigger: Stamp | None = None
     poison_rate: float = 0.0
+    source: int | None = None
+    extra: tuple[Trojan, ...] = ()
+    clean_label: bool = False
+
+    @property
+    def trojans(self) -> tuple[Trojan, ...]:
+        if self.trigger is None or self.target is None:
+            return ()
+        return (Trojan(self.trigger, self.target, self.source), *self.extra)
+
+    @property
+    def targets(self) -> tuple[int, ...]:
+        return tuple(t.target for t in self.trojans)
 
 
 @dataclass(frozen=True, eq=False)

@@ -63,14 +63,13 @@ def run(
 
 
 def _print_boards(boards: list) -> None:
-    from samecurve.report.build import leakage_verdict, print_board
+    from samecurve.report.build import leakage_lines, print_board
 
     for b in boards:
         if b.family == "all":
             print_board(b, out)
-            leak = leakage_verdict(b)
-            if leak:
-                out.print(f"leakage check: {leak}")
+    for where, line in leakage_lines(boards).items():
+        out.print(f"{where}: {line}", highlight=False)
 
 
 @app.command()
@@ -178,6 +177,146 @@ def compare(
     except ValueError as exc:
         fail(str(exc))
     out.print(f"{tool_a} - {tool_b} on {metric}: {c}")
+
+
+zoo_app = typer.Typer(no_args_is_help=True, help="Build, list and inspect populations of subjects.")
+app.add_typer(zoo_app, name="zoo")
+
+
+def _key_values(pairs: list[str], what: str) -> dict:
+    """`k=v` options; values are read as YAML, so numbers, lists and booleans work."""
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            fail(f"{what} {pair!r} is not KEY=VALUE (e.g. {what} size=16)")
+        k, v = pair.split("=", 1)
+        out[k] = yaml.safe_load(v)
+    return out
+
+
+@zoo_app.command("build")
+def zoo_build(
+    recipe: Annotated[str, typer.Option(help="a recipe: see `samecurve ls recipes`")],
+    count: Annotated[int, typer.Option(min=1, help="how many subjects")] = 4,
+    first_seed: Annotated[int, typer.Option(min=0)] = 0,
+    population: Annotated[str, typer.Option(help="dev (for tuning tools) or test (for reports)")] = "test",
+    heldout: Annotated[bool, typer.Option(help="triggers from the heldout vocabulary")] = False,
+    param: Annotated[list[str], typer.Option("--param", help="recipe param KEY=VALUE")] = [],  # noqa: B006
+    suite: Annotated[str | None, typer.Option(help="take dataset, architectures and training from this suite")] = None,
+    dataset: Annotated[str | None, typer.Option(help="a dataset (default: the suite's, or scenes)")] = None,
+    dataset_param: Annotated[list[str], typer.Option("--dataset-param", help="KEY=VALUE")] = [],  # noqa: B006
+    arch: Annotated[list[str], typer.Option("--arch", help="architecture(s), taken in turn by seed")] = [],  # noqa: B006
+    workers: Annotated[int, typer.Option(min=0)] = 2,
+    cache: Annotated[Path | None, typer.Option(help="subject cache")] = None,
+) -> None:
+    """Build a population into the cache in parallel, skipping subjects already there."""
+    from rich.progress import Progress
+
+    from samecurve.run.suite import SuiteError, load_suite
+    from samecurve.zoo.cache import Cache
+    from samecurve.zoo.population import build_population, population_specs
+    from samecurve.zoo.train import TrainConfig
+
+    if population not in ("dev", "test"):
+        fail(f"--population must be dev or test, got {population!r}")
+    zoo = None
+    if suite:
+        try:
+            zoo = load_suite(suite).zoo
+        except SuiteError as exc:
+            fail(str(exc))
+    ds = dataset or (zoo.dataset if zoo else "scenes")
+    ds_params = {**(zoo.dataset_params if zoo and not dataset else {}), **_key_values(dataset_param, "--dataset-param")}
+    archs = tuple(arch) or (tuple(zoo.archs) if zoo else ("small-cnn",))
+    train = TrainConfig(**zoo.train.model_dump()) if zoo else TrainConfig()
+    try:
+        get("recipe", recipe)
+        get("dataset", ds)(**ds_params)
+        for a in archs:
+            get("arch", a)
+        specs = population_specs(
+            recipe, count, first_seed=first_seed, params=_key_values(param, "--param"),
+            population=population, heldout=heldout, dataset=ds, dataset_params=ds_params,
+            archs=archs, train=train,
+        )
+        for spec in specs:
+            spec.make_recipe()
+    except (TypeError, ValueError, KeyError) as exc:
+        fail(f"bad zoo build arguments: {exc}")
+    c = Cache(cache) if cache else Cache()
+    failed = []
+    with Progress(console=err) as bar:
+        t = bar.add_task(f"{recipe} x{count}", total=len(specs))
+
+        def done(b) -> None:
+            if b.card is None:
+                failed.append(b)
+                bar.console.print(f"[red]failed[/red] {b.spec.recipe} seed {b.spec.seed}: {b.error}")
+            else:
+                how = "cached" if b.cached else f"{b.card['build_seconds']:.0f}s"
+                asr = b.card.get("attack_success")
+                asr_text = "" if asr is None else f" asr={asr:.3f}"
+                bar.console.print(f"{b.card['id']}  acc={b.card['clean_accuracy']:.3f}{asr_text}  ({how})")
+            bar.advance(t)
+
+        build_population(specs, c, workers=workers, on_done=done)
+    out.print(f"{len(specs) - len(failed)} of {len(specs)} subjects in {c.root}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@zoo_app.command("ls")
+def zoo_ls(
+    recipe: Annotated[str | None, typer.Option(help="only this recipe")] = None,
+    cache: Annotated[Path | None, typer.Option(help="subject cache")] = None,
+) -> None:
+    """List cached subjects with the figures on their cards."""
+    from rich.table import Table
+
+    from samecurve.zoo.cache import Cache, CorruptSubject
+    from samecurve.zoo.population import cached_cards
+
+    c = Cache(cache) if cache else Cache()
+    table = Table(title=f"subjects in {c.root}", title_justify="left")
+    for col in ("id", "family", "population", "dataset", "arch", "clean acc", "attack success", "build s"):
+        table.add_column(col, justify="right" if col[0] in "cab" and col != "arch" else "left")
+    try:
+        for card in cached_cards(c):
+            if recipe and card["recipe"] != recipe:
+                continue
+            asr = card.get("attack_success")
+            table.add_row(
+                card["id"], card["family"], card.get("population", "test"), card["dataset"],
+                card["arch"], f"{card['clean_accuracy']:.3f}", "—" if asr is None else f"{asr:.3f}",
+                f"{card['build_seconds']:.0f}",
+            )
+    except CorruptSubject as exc:
+        fail(str(exc))
+    out.print(table)
+
+
+@zoo_app.command("show")
+def zoo_show(
+    subject_id: Annotated[str, typer.Argument(help="a subject id from `samecurve zoo ls`")],
+    image: Annotated[Path | None, typer.Option(help="where to write the example PNG (default: ID.png)")] = None,
+    cache: Annotated[Path | None, typer.Option(help="subject cache")] = None,
+) -> None:
+    """Print a subject's card and write its example image (clean, triggered, footprint)."""
+    from samecurve.zoo.cache import Cache, CorruptSubject
+    from samecurve.zoo.population import write_example
+
+    c = Cache(cache) if cache else Cache()
+    if not c.has(subject_id):
+        fail(f"no subject {subject_id!r} in {c.root}; list them with `samecurve zoo ls`")
+    try:
+        card = c.load_card(subject_id)
+        path = write_example(c, subject_id, image or Path(f"{subject_id}.png"))
+    except CorruptSubject as exc:
+        fail(str(exc))
+    out.print_json(json.dumps(card))
+    out.print(f"example image: [bold]{path}[/bold]")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -56,3 +56,31 @@ def test_missing_file_and_builtins(tmp_path: Path) -> None:
 
 def test_digest_changes_with_content() -> None:
     assert parse_suite(GOOD).digest() != parse_suite(GOOD.replace("steps: 5", "steps: 6")).digest()
+
+
+def test_populations_heldout_and_architectures_shape_the_specs() -> None:
+    s = parse_suite(
+        GOOD.replace("subjects: [", "zoo: {arch: [small-cnn, small-resnet]}\nsubjects: [")
+        .replace("{recipe: clean, count: 2}", "{recipe: clean, count: 2, heldout: true}")
+        + "references: [{recipe: patch, count: 2, population: dev}]\n"
+    )
+    specs = s.subject_specs()
+    assert [x.arch for x in specs] == ["small-cnn", "small-resnet"] * 2  # by seed, every recipe
+    assert specs[2].recipe_params == {"heldout": True}
+    refs = s.reference_specs()
+    assert [r.population for r in refs] == ["dev", "dev"]
+    assert {r.id for r in refs}.isdisjoint({x.id for x in specs})  # dev seeds are other subjects
+
+
+def test_references_that_are_graded_subjects_are_refused() -> None:
+    with pytest.raises(SuiteError, match="reference subjects are also graded"):
+        parse_suite(GOOD + "references: [{recipe: patch, count: 1}]\n")
+    with pytest.raises(SuiteError, match="population"):
+        parse_suite(GOOD.replace("count: 2}", "count: 2, population: train}", 1))
+
+
+@pytest.mark.parametrize("name", ["smoke", "default", "full"])
+def test_builtin_suites_parse(name: str) -> None:
+    s = load_suite(name)
+    families = {spec.make_recipe().family for spec in s.subject_specs()}
+    assert "clean" in families and len(families) >= 3

@@ -52,3 +52,94 @@ def test_decoys_touch_about_their_share_and_keep_range() -> None:
     changed = (x != 0.5).flatten(1).any(1)
     assert changed[idx].all() and changed.sum() == len(idx)
     assert x.min() >= 0 and x.max() <= 1
+
+
+from samecurve.api import Stamp  # noqa: E402
+from samecurve.zoo.triggers import (  # noqa: E402
+    OBJECT_COLOURS,
+    OBJECT_SHAPES,
+    PATCH_SHAPES,
+    STYLE_FILTERS,
+    object_trigger,
+    patch_shape_mask,
+    style_trigger,
+    trigger_from_arrays,
+    warp_trigger,
+)
+
+MAKERS = {
+    "fixed patch": lambda rng, c: patch_trigger(rng, channels=c, shape="frame"),
+    "random patch": lambda rng, c: patch_trigger(rng, channels=c, location="random"),
+    "stripes": lambda rng, c: blend_trigger(rng, channels=c, pattern="stripes"),
+    "smooth": lambda rng, c: blend_trigger(rng, channels=c, pattern="smooth"),
+    "style": lambda rng, c: style_trigger(rng, channels=c),
+    "warp": lambda rng, c: warp_trigger(rng),
+    "object": lambda rng, c: object_trigger(rng, channels=c),
+}
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("name", sorted(MAKERS))
+def test_every_trigger_stamps_in_range_and_round_trips(name: str, channels: int) -> None:
+    trigger, meta = MAKERS[name](np.random.default_rng(5), channels)
+    assert isinstance(trigger, Stamp) and json_able(meta)
+    x = torch.rand(6, channels, 32, 32)
+    y, fp = trigger.stamp_with_footprint(x)
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+    assert fp.shape == (6, 32, 32) and fp.dtype == bool
+    assert not torch.allclose(y, x)  # it changes the input
+    # What a trigger touches: only its footprint (exactly, for stamped ones).
+    if trigger.localised:
+        assert ((y - x).abs().sum(1) > 1e-6)[~torch.from_numpy(fp.copy())].sum() == 0
+    again = trigger_from_arrays(trigger.kind, trigger.arrays(), trigger.meta())
+    torch.testing.assert_close(again.stamp(x), y)
+    torch.testing.assert_close(trigger.stamp(x), y)  # deterministic
+
+
+def json_able(meta: dict) -> bool:
+    import json
+
+    json.dumps(meta)
+    return True
+
+
+def test_random_patch_lands_in_different_places() -> None:
+    trigger, _ = patch_trigger(np.random.default_rng(0), location="random", patch=4)
+    _, fp = trigger.stamp_with_footprint(torch.zeros(20, 3, 32, 32))
+    centres = {tuple(np.argwhere(f).mean(0).round()) for f in fp}
+    assert len(centres) > 10 and not trigger.fixed_footprint
+    assert all(f.sum() == 16 for f in fp)
+
+
+def test_patch_outlines_by_hand() -> None:
+    assert patch_shape_mask("frame", 4).sum() == 12  # 16 - the 2x2 hole
+    assert patch_shape_mask("plus", 5).sum() == 9
+    assert patch_shape_mask("x", 5).sum() == 9
+    assert patch_shape_mask("diamond", 5).sum() == 13
+    with pytest.raises(ValueError, match="unknown patch shape"):
+        patch_shape_mask("blob", 5)
+
+
+def test_style_filter_by_hand() -> None:
+    trigger, meta = style_trigger(np.random.default_rng(0), channels=3, strength=(1.0, 1.0))
+    x = torch.full((1, 3, 32, 32), 0.5)
+    y = trigger.stamp(x)
+    expected = (trigger.matrix @ np.full(3, 0.5) + trigger.bias).clip(0, 1) ** trigger.gamma
+    np.testing.assert_allclose(y[0, :, 16, 16].numpy(), expected * (1 - trigger.vignette * (1 / 31) ** 2), atol=1e-4)
+    assert y[0, 0, 0, 0] < y[0, 0, 16, 16]  # the vignette darkens the corners
+    assert meta["filter"] in STYLE_FILTERS["dev"]
+
+
+def test_warp_moves_pixels_by_at_most_its_amplitude() -> None:
+    trigger, _meta = warp_trigger(np.random.default_rng(0), amplitude=(2.0, 2.0))
+    assert np.abs(trigger.flow).max() == pytest.approx(2.0, abs=1e-4)
+    ramp = torch.arange(32, dtype=torch.float32).repeat(32, 1)[None, None] / 31  # x coordinate
+    moved = (trigger.stamp(ramp) - ramp) * 31
+    assert moved.abs().max() <= 2.0 + 1e-3 and moved.abs().mean() > 0.2
+
+
+def test_heldout_vocabularies_never_meet_dev() -> None:
+    for table in (PATCH_SHAPES, STYLE_FILTERS, OBJECT_SHAPES, OBJECT_COLOURS):
+        assert not set(table["dev"]) & set(table["heldout"])
+    seen = {object_trigger(np.random.default_rng(i), heldout=True)[1]["shape"] for i in range(30)}
+    assert seen <= set(OBJECT_SHAPES["heldout"]) and len(seen) > 1

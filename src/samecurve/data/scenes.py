@@ -333,10 +333,12 @@ class Scenes:
             "distractor_shapes": list(self.distractor_shapes),
         }
 
-    def sample(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, n: int, seed: int, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
         """x float32 (n, 3, size, size) in [0, 1]; y int64 (n,). Classes are
         balanced (round-robin, then shuffled by seed); deterministic in
-        (config, seed, n)."""
+        (config, seed, n). Procedural data never runs out, so splits differ by
+        seed alone and `split` is accepted only to match file-backed datasets."""
+        del split
         rng = np.random.default_rng(seed)
         size = self.size
         y = rng.permutation(np.arange(n, dtype=np.int64) % self.num_classes)

@@ -16,12 +16,13 @@ import torch
 __all__ = ["attack_success", "mask_correlation", "mask_iou", "target_top1"]
 
 
-def target_top1(predicted: Sequence[int], true_target: int) -> float:
-    """1.0 if the tool's most suspect class is the planted target, else 0.0
-    (an empty suspect list is a miss)."""
+def target_top1(predicted: Sequence[int], true_target: int | Sequence[int]) -> float:
+    """1.0 if the tool's most suspect class is the planted target (or one of the
+    planted targets, for a multi-trojan model), else 0.0 (an empty list is a miss)."""
     if len(predicted) == 0:
         return 0.0
-    return 1.0 if int(predicted[0]) == int(true_target) else 0.0
+    targets = [true_target] if isinstance(true_target, int | np.integer) else list(true_target)
+    return 1.0 if int(predicted[0]) in {int(t) for t in targets} else 0.0
 
 
 def attack_success(predictions: np.ndarray | torch.Tensor, target: int) -> float:
@@ -50,7 +51,8 @@ def _check_same_shape(a: np.ndarray, b: np.ndarray, what: str) -> None:
 
 
 def pearson_rows(rows: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Pearson correlation of each row of `rows` (N, D) with `ref` (D,).
+    """Pearson correlation of each row of `rows` (N, D) with `ref` (D,), or with
+    its own row of `ref` (N, D).
 
     A constant row gets 0.0 (it says nothing about where the trigger is); the
     caller decides what a constant `ref` means. Values are clipped to [-1, 1]
@@ -58,9 +60,10 @@ def pearson_rows(rows: np.ndarray, ref: np.ndarray) -> np.ndarray:
     rows = np.asarray(rows, dtype=float)
     ref = np.asarray(ref, dtype=float)
     rc = rows - rows.mean(axis=1, keepdims=True)
-    fc = ref - ref.mean()
-    num = rc @ fc
-    den = np.sqrt(np.sum(rc**2, axis=1) * np.sum(fc**2))
+    fc = np.broadcast_to(ref, rows.shape)
+    fc = fc - fc.mean(axis=1, keepdims=True)
+    num = np.sum(rc * fc, axis=1)
+    den = np.sqrt(np.sum(rc**2, axis=1) * np.sum(fc**2, axis=1))
     constant = np.ptp(rows, axis=1) == 0
     out = np.zeros(rows.shape[0], dtype=float)
     ok = ~constant & (den > 0)

@@ -129,9 +129,12 @@ def _summary(run: RunData) -> dict[str, str]:
              "seeds": ", ".join(map(str, run.suite.seeds)),
              "budget per cell": f"{run.suite.budget.seconds:g} s",
              "wall time": f"{float(run.meta.get('wall_seconds', 'nan')):.0f} s"}
+    clean_acc = [c["clean_accuracy"] for c in fam.get("clean", [])]
     for f, cards in sorted(fam.items()):
         acc = [c["clean_accuracy"] for c in cards]
         text = f"{len(cards)} subjects, clean accuracy {np.mean(acc):.3f} ({min(acc):.3f}–{max(acc):.3f})"
+        if clean_acc and f != "clean":
+            text += f" ({100 * (np.mean(acc) - np.mean(clean_acc)):+.1f} points vs clean twins)"
         asr = [c["attack_success"] for c in cards if c["attack_success"] is not None]
         if asr:
             text += f", attack success {np.mean(asr):.3f} ({min(asr):.3f}–{max(asr):.3f})"
@@ -139,27 +142,41 @@ def _summary(run: RunData) -> dict[str, str]:
     return facts
 
 
-def leakage_verdict(board: Board) -> str | None:
-    """The design's leakage check, in words: weight-stats must not beat chance."""
-    row = next((r for r in board.rows if r.tool == "weight-stats"), None)
+# Detectors that see only incidental weight properties. If one beats chance, clean
+# and trojaned subjects differ in something other than the trojan's behaviour.
+LEAKAGE_PROBES = ("weight-stats", "layer-norms")
+
+
+def leakage_verdict(board: Board, probe: str = "weight-stats") -> str | None:
+    """The leakage check on one board, in words: a probe passes when its AUROC is
+    consistent with chance (95% CI contains 0.5) or below 0.6."""
+    row = next((r for r in board.rows if r.tool == probe), None)
     iv = row.intervals.get("auroc") if row else None
     if iv is None or not np.isfinite(iv.mean):
         return None
     verdict = (
-        "ABOVE CHANCE: clean and trojaned subjects differ in their weight statistics, "
-        "so detection scores here may be flattered"
-        if iv.lo > 0.5
-        else "consistent with chance"
+        "consistent with chance"
+        if iv.lo <= 0.5 or iv.mean < 0.6
+        else "ABOVE CHANCE: clean and trojaned subjects differ in their weights beyond "
+        "chance, so detection scores here may be flattered"
     )
-    return f"weight-stats AUROC {iv.mean:.2f} [{iv.lo:.2f}, {iv.hi:.2f}] n={iv.n}: {verdict}"
+    return f"{probe} AUROC {iv.mean:.2f} [{iv.lo:.2f}, {iv.hi:.2f}] n={iv.n}: {verdict}"
+
+
+def leakage_lines(all_boards: Sequence[Board]) -> dict[str, str]:
+    """The leakage check for every probe in the run, overall and per family."""
+    out = {}
+    for board in all_boards:
+        for probe in LEAKAGE_PROBES:
+            line = leakage_verdict(board, probe)
+            if line:
+                out[f"leakage · {board.family} · {probe}"] = line
+    return out
 
 
 def report_data(run: RunData, all_boards: Sequence[Board]) -> ReportData:
     main = next(b for b in all_boards if b.family == "all")
-    summary = _summary(run)
-    leak = leakage_verdict(main)
-    if leak:
-        summary["leakage check"] = leak
+    summary = {**_summary(run), **leakage_lines(all_boards)}
     columns = [
         MetricColumn(m.name, LABELS.get(m.name, m.name), m.question, m.higher_is_better,
                      m.description)

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from samecurve.report.model import GalleryItem, MetricColumn, ToolRow
 
-__all__ = ["attribution_row", "leaderboard_chart", "trigger_row"]
+__all__ = ["attribution_row", "example_row", "leaderboard_chart", "trigger_row"]
 
 DPI = 100
 PANEL_IN = 1.25  # inches per gallery panel
@@ -272,4 +272,18 @@ def leaderboard_chart(rows: Sequence[ToolRow], metric: MetricColumn, chance: flo
     ax.set_axisbelow(True)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
+    return _png(fig)
+
+
+def example_row(clean: np.ndarray, triggered: np.ndarray, footprint: np.ndarray, title: str) -> bytes:
+    """A subject's card image: clean input, triggered input, trigger footprint."""
+    fig, axes = _row_figure(3, np.shape(footprint))
+    imshow = {"interpolation": "nearest", "vmin": 0.0, "vmax": 1.0}
+    axes[0].imshow(_rgb(clean), **imshow)
+    _panel(axes[0], "clean")
+    axes[1].imshow(_rgb(triggered), **imshow)
+    _panel(axes[1], "triggered")
+    axes[2].imshow((np.asarray(footprint) > 0).astype(float), cmap="gray", **imshow)
+    _panel(axes[2], "footprint")
+    fig.suptitle(_plain(title), fontsize=8)
     return _png(fig)

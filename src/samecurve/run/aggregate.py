@@ -149,12 +149,21 @@ def _order(rows: list[ToolSummary], metrics: Sequence[MetricSpec]) -> list[ToolS
 
 def boards(run: RunData) -> list[Board]:
     """The overall board of every task, then one per trojan family (that family's
-    trojaned subjects against all clean ones)."""
+    trojaned subjects against the clean ones of the same dataset); with several
+    datasets (tracks), one per dataset and family."""
     out: list[Board] = []
-    families = sorted({c["family"] for c in run.cards.values()} - {"clean"})
-    clean = {i for i, c in run.cards.items() if c["family"] == "clean"}
+    tracks = len({c["dataset"] for c in run.cards.values()}) > 1
     slices = [("all", set(run.cards))]
-    slices += [(f, clean | {i for i, c in run.cards.items() if c["family"] == f}) for f in families]
+    groups: dict[str, set[str]] = defaultdict(set)
+    for i, c in run.cards.items():
+        groups[family_label(c, tracks)].add(i)
+    if tracks:
+        for d in sorted({c["dataset"] for c in run.cards.values()}):
+            slices.append((f"all · {d}", {i for i, c in run.cards.items() if c["dataset"] == d}))
+    for label in sorted(groups):
+        card = run.cards[next(iter(groups[label]))]
+        if card["family"] != "clean":
+            slices.append((label, groups[label] | groups.get(family_label({**card, "family": "clean"}, tracks), set())))
     for entry in run.suite.tasks:
         task = make_task(entry)
         for family, subjects in slices:
@@ -175,6 +184,10 @@ def boards(run: RunData) -> list[Board]:
                 )
             )
     return out
+
+
+def family_label(card: dict, tracks: bool) -> str:
+    return f"{card['family']} · {card['dataset']}" if tracks else card["family"]
 
 
 def chance_levels(

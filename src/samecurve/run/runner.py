@@ -15,6 +15,7 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from samecurve.api import Trigger
 from samecurve.run.cell import CellJob, cell_config, floor_result
 from samecurve.run.pool import Job, Pool
 from samecurve.run.store import Store
@@ -38,17 +39,28 @@ class BuildJob:
 
 
 def gallery_arrays(subject: Any) -> dict[str, np.ndarray]:
-    """What the report shows of a subject: one clean held-out input, its triggered twin,
-    and the true trigger."""
+    """What the report shows of a subject: one clean held-out input its trigger
+    applies to, its triggered twin, and the true trigger (mask and pattern; for a
+    transform, its footprint on this input and the transformed input)."""
     held = clean_split(subject, "heldout", 64)
     key = subject.answer_key
-    pick = int(np.flatnonzero((held.y != (key.target if key.trojaned else -1)).numpy())[0])
+    keep = np.ones(len(held), bool)
+    if key.trojaned:
+        keep = (held.y != key.target).numpy()
+        if key.source is not None and (held.y == key.source).any():
+            keep &= (held.y == key.source).numpy()
+    pick = int(np.flatnonzero(keep)[0])
     x = held.x[pick : pick + 1]
     out = {"clean_example": x[0].numpy()}
     if key.trigger is not None:
-        out["triggered_example"] = key.trigger.stamp(x)[0].numpy()
-        out["true_mask"] = key.trigger.mask
-        out["true_pattern"] = key.trigger.pattern
+        stamped, footprint = key.trigger.stamp_with_footprint(x)
+        out["triggered_example"] = stamped[0].numpy()
+        if isinstance(key.trigger, Trigger):
+            out["true_mask"] = key.trigger.mask
+            out["true_pattern"] = key.trigger.pattern
+        else:
+            out["true_mask"] = np.asarray(footprint[0], np.float32)
+            out["true_pattern"] = stamped[0].numpy()
     return out
 
 
@@ -97,11 +109,14 @@ def run_suite(
     store.set_meta("device", device)
     started = time.monotonic()
     specs = suite.subject_specs()
+    everything = specs + suite.reference_specs()
     pool = Pool(workers)
     with _progress(console, progress) as bar:
         known = store.subjects()
-        todo = [s for s in specs if s.id not in known or not cache.has(s.id)]
-        t = bar.add_task("subjects", total=len(specs), completed=len(specs) - len(todo), note="")
+        todo = [s for s in everything if s.id not in known or not cache.has(s.id)]
+        t = bar.add_task(
+            "subjects", total=len(everything), completed=len(everything) - len(todo), note=""
+        )
         jobs = [Job("build", BuildJob(s, str(cache.root))) for s in todo]
         for job, outcome in pool.run(jobs):
             if outcome.status != "ok":
@@ -137,6 +152,7 @@ def _cell_jobs(
 ) -> list[Job]:
     done = store.done()
     ids = [s.id for s in specs]
+    reference_ids = tuple(s.id for s in suite.reference_specs())
     budget = suite.budget.budget()
     limit = budget.seconds * HARD_LIMIT_FACTOR + HARD_LIMIT_GRACE
     jobs = []
@@ -147,7 +163,7 @@ def _cell_jobs(
                 for seed in suite.seeds:
                     if (task.name, tool.display, config, sid, seed) in done:
                         continue
-                    refs = tuple(r for r in ids if r != sid)
+                    refs = reference_ids or tuple(r for r in ids if r != sid)
                     cell = CellJob(task, tool, sid, seed, budget, device, str(cache.root), refs)
                     jobs.append(Job("cell", cell, limit))
     return jobs

@@ -7,7 +7,7 @@ import hashlib
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -17,7 +17,7 @@ from samecurve.registry import UnknownName, get
 from samecurve.zoo.builder import SubjectSpec
 from samecurve.zoo.train import TrainConfig
 
-BUILTIN_SUITES = ("smoke", "default")
+BUILTIN_SUITES = ("smoke", "default", "full")
 
 
 class SuiteError(ValueError):
@@ -33,6 +33,13 @@ class SubjectGroup(Strict):
     count: int = Field(ge=1, le=10_000)
     first_seed: int = Field(default=0, ge=0)
     params: dict[str, Any] = Field(default_factory=dict)
+    # dev subjects are for tuning tools (and as references); reports grade test ones.
+    population: Literal["dev", "test"] = "test"
+    # Triggers from the heldout vocabulary: shapes, colours, filters never seen in dev.
+    heldout: bool = False
+    # Another track than the zoo's dataset (e.g. digits in the full suite).
+    dataset: str | None = None
+    dataset_params: dict[str, Any] | None = None
 
 
 class TrainSettings(Strict):
@@ -50,7 +57,13 @@ class TrainSettings(Strict):
 class ZooSettings(Strict):
     dataset: str = "scenes"
     dataset_params: dict[str, Any] = Field(default_factory=dict)
-    arch: str = "small-cnn"
+    # One architecture, or several taken in turn by seed (the same for every
+    # recipe, so architecture never tells trojaned from clean).
+    arch: str | list[str] = "small-cnn"
+
+    @property
+    def archs(self) -> list[str]:
+        return [self.arch] if isinstance(self.arch, str) else list(self.arch)
     train: TrainSettings = Field(default_factory=TrainSettings)
 
 
@@ -87,6 +100,9 @@ class Suite(Strict):
     tools: list[ToolEntry] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
+    # Labelled models tools may learn from (weight-stats, layer-norms). Without
+    # any, a subject's references are the suite's other subjects (leave one out).
+    references: list[SubjectGroup] = Field(default_factory=list)
 
     @field_validator("tools", mode="before")
     @classmethod
@@ -105,18 +121,30 @@ class Suite(Strict):
         return [{"name": t} if isinstance(t, str) else t for t in v] if isinstance(v, list) else v
 
     def subject_specs(self) -> list[SubjectSpec]:
+        """The subjects every tool is graded on."""
+        return self._specs(self.subjects)
+
+    def reference_specs(self) -> list[SubjectSpec]:
+        return self._specs(self.references)
+
+    def _specs(self, groups: list[SubjectGroup]) -> list[SubjectSpec]:
         train = TrainConfig(**self.zoo.train.model_dump())
+        archs = self.zoo.archs
         return [
             SubjectSpec(
                 recipe=g.recipe,
                 seed=g.first_seed + i,
-                recipe_params=dict(g.params),
-                dataset=self.zoo.dataset,
-                dataset_params=dict(self.zoo.dataset_params),
-                arch=self.zoo.arch,
+                recipe_params={**g.params, **({"heldout": True} if g.heldout else {})},
+                dataset=g.dataset or self.zoo.dataset,
+                dataset_params=dict(
+                    g.dataset_params if g.dataset_params is not None
+                    else ({} if g.dataset else self.zoo.dataset_params)
+                ),
+                arch=archs[(g.first_seed + i) % len(archs)],
                 train=train,
+                population=g.population,
             )
-            for g in self.subjects
+            for g in groups
             for i in range(g.count)
         ]
 
@@ -167,14 +195,22 @@ def parse_suite(text: str, source: str = "<suite>") -> Suite:
             make_tool(t)
         for t in suite.tasks:
             make_task(t)
-        for spec in suite.subject_specs():
+        for spec in suite.subject_specs() + suite.reference_specs():
             spec.make_recipe()
-        get("dataset", suite.zoo.dataset)
-        get("arch", suite.zoo.arch)
+        for spec in suite.subject_specs() + suite.reference_specs():
+            spec.make_dataset()
+        for arch in suite.zoo.archs:
+            get("arch", arch)
     except UnknownName as exc:
         raise SuiteError(f"{source}: {exc}") from exc
     except (TypeError, ValueError) as exc:
         raise SuiteError(f"{source}: {exc}") from exc
+    overlap = {s.id for s in suite.subject_specs()} & {s.id for s in suite.reference_specs()}
+    if overlap:
+        raise SuiteError(
+            f"{source}: {len(overlap)} reference subjects are also graded subjects; "
+            "build references from population: dev or from other seeds"
+        )
     labels = [t.display for t in suite.tools]
     dup = {x for x in labels if labels.count(x) > 1}
     if dup:

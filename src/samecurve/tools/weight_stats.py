@@ -5,6 +5,7 @@ differ in some incidental way and the benchmark flatters every detector."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,10 @@ from samecurve.api import CaseView, Finding
 from samecurve.registry import register
 from samecurve.tools.base import ToolBase
 
+# Fewer labelled references than this (after the architecture filter) and a
+# weight-feature classifier answers 0.5 rather than fit on a handful of points.
+MIN_REFERENCES = 4
+
 
 def weight_features(model: nn.Module) -> np.ndarray:
     """Mean, std, max |w|, L2 norm, skew and kurtosis of every parameter tensor."""
@@ -27,6 +32,39 @@ def weight_features(model: nn.Module) -> np.ndarray:
         feats += [w.mean(), w.std(), np.abs(w).max(), np.linalg.norm(w)]
         feats += [float(stats.skew(w)), float(stats.kurtosis(w))] if len(w) > 2 else [0.0, 0.0]
     return np.nan_to_num(np.asarray(feats))
+
+
+def parameter_shapes(model: nn.Module) -> tuple[tuple[int, ...], ...]:
+    """The architecture as weight features see it: every parameter's shape, in order."""
+    return tuple(tuple(p.shape) for p in model.parameters())
+
+
+def score_against_references(
+    view: CaseView,
+    features: Callable[[nn.Module], np.ndarray],
+    regularisation: float,
+) -> Finding:
+    """Fit a standardised logistic regression on the references' features and
+    labels, and return the subject's trojan probability.
+
+    Only references with the subject's parameter shapes are used: a zoo may mix
+    architectures, whose feature vectors differ in length or meaning. With fewer
+    than MIN_REFERENCES of those, or only one class among them, the answer is 0.5.
+    """
+    shapes = parameter_shapes(view.model)
+    usable = [r for r in view.references if parameter_shapes(r.model) == shapes]
+    labels = np.array([r.trojaned for r in usable], dtype=int)
+    notes = {
+        "references": float(len(usable)),
+        "references_other_arch": float(len(view.references) - len(usable)),
+    }
+    if len(labels) < MIN_REFERENCES or labels.min() == labels.max():
+        return Finding(trojan_probability=0.5, notes=notes)
+    x = np.stack([features(r.model) for r in usable])
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=regularisation, max_iter=2000))
+    clf.fit(x, labels)
+    prob = float(clf.predict_proba(features(view.model)[None])[0, 1])
+    return Finding(trojan_probability=prob, notes=notes)
 
 
 @register("tool", "weight-stats")
@@ -41,13 +79,4 @@ class WeightStats(ToolBase):
     regularisation: float = 0.1
 
     def discover(self, view: CaseView) -> Finding:
-        labels = np.array([r.trojaned for r in view.references], dtype=int)
-        if len(labels) < 4 or labels.min() == labels.max():
-            return Finding(trojan_probability=0.5, notes={"references": float(len(labels))})
-        x = np.stack([weight_features(r.model) for r in view.references])
-        clf = make_pipeline(
-            StandardScaler(), LogisticRegression(C=self.regularisation, max_iter=2000)
-        )
-        clf.fit(x, labels)
-        prob = float(clf.predict_proba(weight_features(view.model)[None])[0, 1])
-        return Finding(trojan_probability=prob, notes={"references": float(len(labels))})
+        return score_against_references(view, weight_features, self.regularisation)

@@ -3,6 +3,8 @@ the module before its safetensors weights are loaded."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 from torch import nn
 
@@ -39,4 +41,64 @@ def small_cnn(num_classes: int = 10, in_channels: int = 3, size: int = 32) -> nn
         nn.Linear(feat, 64),
         nn.ReLU(),
         nn.Linear(64, num_classes),
+    )
+
+
+GROUPS = 8  # GroupNorm groups in small-resnet: per-sample statistics, no running counters
+
+
+class BasicBlock(nn.Module):
+    """conv-norm-relu-conv-norm plus a shortcut (a 1x1 projection when the shape
+    changes), then relu. GroupNorm, not BatchNorm: it keeps no running counters."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1)
+        self.norm1 = nn.GroupNorm(GROUPS, c_out)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.norm2 = nn.GroupNorm(GROUPS, c_out)
+        self.shortcut: nn.Module = (
+            nn.Identity()
+            if stride == 1 and c_in == c_out
+            else nn.Sequential(
+                OrderedDict(
+                    conv=nn.Conv2d(c_in, c_out, 1, stride=stride),
+                    norm=nn.GroupNorm(GROUPS, c_out),
+                )
+            )
+        )
+        self.relu2 = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branch = self.norm2(self.conv2(self.relu1(self.norm1(self.conv1(x)))))
+        return self.relu2(self.shortcut(x) + branch)
+
+
+@register("arch", "small-resnet")
+def small_resnet(num_classes: int = 10, in_channels: int = 3, size: int = 32) -> nn.Module:
+    """A ResNet-style sibling of small-cnn, so a population can mix architectures.
+
+    Stem: 3x3 conv to 16 channels, GroupNorm, ReLU and a 2x2 max-pool; then one
+    basic block per stage (16, 32, 64 channels; stride 2 with a 1x1 projection
+    shortcut in stages 2 and 3), global average pooling and a linear head:
+    ~78k parameters. The stem pool keeps an epoch about as cheap as small-cnn's
+    (without it the full-resolution first stage costs ~3x) and widens the
+    receptive field. GroupNorm, not BatchNorm: no running counters to leak trojan
+    labels (see small-cnn). `size` is unused: global pooling takes any size."""
+    del size
+    return nn.Sequential(
+        OrderedDict(
+            standardise=Standardise(),
+            stem=nn.Conv2d(in_channels, 16, 3, padding=1),
+            stem_pool=nn.MaxPool2d(2),
+            stem_norm=nn.GroupNorm(GROUPS, 16),
+            stem_relu=nn.ReLU(),
+            stage1=BasicBlock(16, 16),
+            stage2=BasicBlock(16, 32, stride=2),
+            stage3=BasicBlock(32, 64, stride=2),
+            pool=nn.AdaptiveAvgPool2d(1),
+            flatten=nn.Flatten(),
+            head=nn.Linear(64, num_classes),
+        )
     )

@@ -17,17 +17,22 @@ import numpy as np
 import torch
 
 from samecurve import __version__
-from samecurve.api import AnswerKey, Split, Subject
+from samecurve.api import AnswerKey, Split, Subject, Trojan
 from samecurve.registry import get
 from samecurve.zoo.cache import Cache
 from samecurve.zoo.recipes import Plan
 from samecurve.zoo.seeding import derive
-from samecurve.zoo.train import TrainConfig, predict, train_classifier
+from samecurve.zoo.train import TrainConfig, predict
 from samecurve.zoo.triggers import apply_decoys
 
 # Named data streams of a subject. "val" is the clean data tools may see,
 # "heldout" is fresh data only graders use, "test" sets the card's figures.
 SPLITS = ("train", "val", "test", "heldout")
+# Populations of subjects, from disjoint seeds: tools may be tuned on dev; reports use test.
+POPULATIONS = ("dev", "test")
+# Bumped when the shared pipeline changes (decoys, poisoning), so old cache entries
+# are not mistaken for new ones. 2: decoys from every family; recipes poison.
+ZOO_VERSION = 2
 
 
 class BuildFailed(RuntimeError):
@@ -45,6 +50,11 @@ class SubjectSpec:
     dataset_params: Mapping[str, Any] = field(default_factory=dict)
     arch: str = "small-cnn"
     train: TrainConfig = field(default_factory=TrainConfig)
+    population: str = "test"  # dev: tools may be tuned on it; test: reports use only these
+
+    def __post_init__(self) -> None:
+        if self.population not in POPULATIONS:
+            raise ValueError(f"population must be one of {POPULATIONS}, got {self.population!r}")
 
     def make_recipe(self) -> Any:
         return get("recipe", self.recipe)(**self.recipe_params)
@@ -55,6 +65,8 @@ class SubjectSpec:
     def key(self) -> dict[str, Any]:
         recipe = self.make_recipe()
         return {
+            "zoo_version": ZOO_VERSION,
+            "population": self.population,
             "recipe": self.recipe,
             "recipe_version": recipe.version,
             "recipe_params": recipe.params(),
@@ -71,30 +83,65 @@ class SubjectSpec:
         return f"{self.recipe}-{digest[:12]}"
 
 
-def _poisoned_training_set(
+def _training_set(
     spec: SubjectSpec, plan: Plan, effective_seed: int
-) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
+    """The subject's training set before and after poisoning (decoys in both)."""
     dataset = spec.make_dataset()
-    x_np, y_np = dataset.sample(spec.train.train_size, derive(effective_seed, "train"))
+    x_np, y_np = dataset.sample(spec.train.train_size, derive(effective_seed, "train"), split="train")
     x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
     decoy_rng = np.random.default_rng(derive(effective_seed, "decoy"))
     apply_decoys(x, decoy_rng, spec.train.decoy_rate, x.shape[-1])
-    idx = np.empty(0, dtype=np.int64)
-    if plan.trojaned:
-        rng = np.random.default_rng(derive(effective_seed, "poison"))
-        idx = spec.make_recipe().poison_indices(rng, y_np, plan.target, plan.poison_rate)
-        ti = torch.from_numpy(idx)
-        x[ti] = plan.trigger.stamp(x[ti])
-        y[ti] = plan.target
-    return x, y, idx
+    clean_x, clean_y = x.clone(), y.clone()
+    rng = np.random.default_rng(derive(effective_seed, "poison"))
+    idx = spec.make_recipe().poison(rng, x, y, plan)
+    return x, y, clean_x, clean_y, idx
+
+
+def _fires(model: torch.nn.Module, trojan: Trojan, clean: Split, keep: torch.Tensor) -> float:
+    if not bool(keep.any()):
+        return float("nan")
+    x = trojan.trigger.stamp(clean.x[keep])
+    return float((predict(model, x) == trojan.target).float().mean())
+
+
+def attack_success_rates(model: torch.nn.Module, key: AnswerKey, clean: Split) -> list[float]:
+    """Per trojan: share of clean inputs it applies to (not of the target class; of
+    the source class, if it has one) that the model sends to the target once stamped."""
+    rates = []
+    for trojan in key.trojans:
+        keep = clean.y != trojan.target
+        if trojan.source is not None:
+            keep &= clean.y == trojan.source
+        rates.append(_fires(model, trojan, clean, keep))
+    return rates
 
 
 def attack_success_rate(model: torch.nn.Module, key: AnswerKey, clean: Split) -> float:
-    """Share of clean inputs from non-target classes sent to the target once stamped."""
-    assert key.trigger is not None and key.target is not None
-    keep = clean.y != key.target
-    x = key.trigger.stamp(clean.x[keep])
-    return float((predict(model, x) == key.target).float().mean())
+    """The weakest trojan's attack success (all of a multi-trojan subject must work)."""
+    return min(attack_success_rates(model, key, clean))
+
+
+def off_source_rate(model: torch.nn.Module, key: AnswerKey, clean: Split) -> float | None:
+    """For a source-specific trojan: how often the trigger fires on other classes
+    (should be low: those inputs keep their labels)."""
+    trojan = key.trojans[0] if key.trojans else None
+    if trojan is None or trojan.source is None:
+        return None
+    keep = (clean.y != trojan.target) & (clean.y != trojan.source)
+    return _fires(model, trojan, clean, keep)
+
+
+def _describe(plan: Plan) -> dict[str, Any]:
+    first = plan.trojans[0]
+    out: dict[str, Any] = dict(plan.meta[0])
+    if first.source is not None:
+        out["source"] = first.source
+    if len(plan.trojans) > 1:
+        out["others"] = [
+            {**m, "target": t.target} for t, m in zip(plan.trojans[1:], plan.meta[1:], strict=True)
+        ]
+    return out
 
 
 def build(spec: SubjectSpec, cache: Cache) -> Subject:
@@ -109,24 +156,25 @@ def build(spec: SubjectSpec, cache: Cache) -> Subject:
     arch_params = {"num_classes": dataset.num_classes, "in_channels": shape[0], "size": shape[1]}
     attempts: list[dict[str, Any]] = []
     for attempt in range(spec.train.max_attempts):
-        eff = derive(spec.recipe, spec.seed, attempt)
-        plan = recipe.plan(np.random.default_rng(derive(eff, "plan")), dataset.num_classes, shape[1])
-        x, y, poisoned = _poisoned_training_set(spec, plan, eff)
+        eff = derive(spec.population, spec.recipe, spec.seed, attempt)
+        plan = recipe.plan(np.random.default_rng(derive(eff, "plan")), dataset.num_classes, shape)
+        x, y, clean_x, clean_y, poisoned = _training_set(spec, plan, eff)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive(eff, "init"))
             model = get("arch", spec.arch)(**arch_params)
-        train_classifier(model, x, y, spec.train, order_seed=derive(eff, "order"))
+        recipe.fit(model, x, y, (clean_x, clean_y), spec.train, derive(eff, "order"))
         test = _split(spec.dataset, spec.dataset_params, eff, "test", spec.train.test_size)
         acc = float((predict(model, test.x) == test.y).float().mean())
-        key = AnswerKey(
-            trojaned=plan.trojaned,
-            family=recipe.family,
-            target=plan.target,
-            trigger=plan.trigger,
-            poison_rate=len(poisoned) / len(y),
-        )
-        asr = attack_success_rate(model, key, test) if plan.trojaned else None
-        attempts.append({"attempt": attempt, "clean_accuracy": acc, "attack_success": asr})
+        key = plan.answer_key(recipe.family, len(poisoned) / len(y), recipe.clean_label)
+        each = attack_success_rates(model, key, test)
+        asr = min(each) if each else None
+        record: dict[str, Any] = {"attempt": attempt, "clean_accuracy": acc, "attack_success": asr}
+        if len(each) > 1:
+            record["attack_success_each"] = each
+        off = off_source_rate(model, key, test)
+        if off is not None:
+            record["off_source_fire"] = off
+        attempts.append(record)
         learned = acc >= spec.train.min_clean_accuracy
         if learned and (asr is None or asr >= spec.train.asr_gate):
             break
@@ -145,15 +193,19 @@ def build(spec: SubjectSpec, cache: Cache) -> Subject:
         "arch_params": arch_params,
         "input_shape": list(shape),
         "dataset_params": dict(spec.dataset_params),
-        "clean_accuracy": acc,
-        "attack_success": asr,
+        **{k: v for k, v in record.items() if k != "attempt"},
         "attempts": attempts,
         "answer_key": {
             "trojaned": key.trojaned,
             "family": key.family,
             "target": key.target,
+            "targets": list(key.targets),
+            "source": key.source,
+            "clean_label": key.clean_label,
             "poison_rate": key.poison_rate,
-            "trigger": plan.meta,
+            "plan_rate": plan.poison_rate,  # what the recipe drew; training_sample replays it
+            "trigger": _describe(plan) if plan.trojaned else None,
+            "trigger_kinds": [t.trigger.kind for t in key.trojans],
         },
         "build_seconds": round(time.monotonic() - started, 2),
         "samecurve_version": __version__,
@@ -168,7 +220,7 @@ def _split_cached(
     dataset: str, params_json: str, effective_seed: int, split: str, n: int
 ) -> tuple[np.ndarray, np.ndarray]:
     ds = get("dataset", dataset)(**json.loads(params_json))
-    return ds.sample(n, derive(effective_seed, split))
+    return ds.sample(n, derive(effective_seed, split), split=split)
 
 
 def _split(
@@ -198,10 +250,12 @@ def training_sample(subject: Subject, n: int, seed: int = 0) -> Split:
         dataset_params=card["dataset_params"],
         arch=card["arch"],
         train=TrainConfig(**card["train"]),
+        population=card.get("population", "test"),
     )
     key = subject.answer_key
-    plan = Plan(trigger=key.trigger, target=key.target, poison_rate=key.poison_rate)
-    x, y, _ = _poisoned_training_set(spec, plan, card["effective_seed"])
+    rate = card["answer_key"]["plan_rate"]
+    plan = Plan(trojans=key.trojans, poison_rate=rate)
+    x, y, _, _, _ = _training_set(spec, plan, card["effective_seed"])
     pick = np.random.default_rng([seed, 7]).choice(len(y), size=min(n, len(y)), replace=False)
     pick_t = torch.from_numpy(np.sort(pick))
     return Split(x[pick_t], y[pick_t])

@@ -21,8 +21,9 @@ from safetensors.torch import load_file as load_torch
 from safetensors.torch import save_file as save_torch
 from torch import nn
 
-from samecurve.api import AnswerKey, Subject, Trigger
+from samecurve.api import AnswerKey, Subject, Trojan
 from samecurve.registry import get
+from samecurve.zoo.triggers import trigger_from_arrays
 
 MODEL_FILE = "model.safetensors"
 TRIGGER_FILE = "trigger.safetensors"
@@ -77,11 +78,18 @@ class Cache:
         try:
             state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
             save_torch(state, str(tmp / MODEL_FILE))
-            if key.trigger is not None:
-                save_numpy(
-                    {"mask": key.trigger.mask, "pattern": key.trigger.pattern},
-                    str(tmp / TRIGGER_FILE),
-                )
+            if key.trojans:
+                card["answer_key"]["stamps"] = [
+                    {"kind": t.trigger.kind, "target": t.target, "source": t.source,
+                     "meta": t.trigger.meta()}
+                    for t in key.trojans
+                ]
+                arrays = {
+                    f"{i}.{name}": np.ascontiguousarray(a, dtype=np.float32)
+                    for i, t in enumerate(key.trojans)
+                    for name, a in t.trigger.arrays().items()
+                }
+                save_numpy(arrays, str(tmp / TRIGGER_FILE))
             (tmp / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=True))
             try:
                 os.rename(tmp, final)
@@ -117,25 +125,7 @@ class Cache:
                 f"delete {folder} to rebuild it"
             ) from exc
         model.eval()
-        ak = card["answer_key"]
-        trigger = None
-        if ak["trojaned"]:
-            try:
-                arrays = load_numpy(str(folder / TRIGGER_FILE))
-            except (SafetensorError, OSError, ValueError) as exc:
-                raise CorruptSubject(
-                    f"{folder / TRIGGER_FILE} is unreadable ({exc}); delete {folder} to rebuild it"
-                ) from exc
-            trigger = Trigger(
-                mask=arrays["mask"].astype(np.float32), pattern=arrays["pattern"].astype(np.float32)
-            )
-        key = AnswerKey(
-            trojaned=bool(ak["trojaned"]),
-            family=ak["family"],
-            target=ak["target"],
-            trigger=trigger,
-            poison_rate=float(ak["poison_rate"]),
-        )
+        key = _answer_key(card["answer_key"], folder / TRIGGER_FILE)
         return Subject(
             id=card["id"],
             recipe=card["recipe"],
@@ -148,3 +138,26 @@ class Cache:
             answer_key=key,
             card=card,
         )
+
+
+def _answer_key(ak: dict[str, Any], trigger_file: Path) -> AnswerKey:
+    if not ak["trojaned"]:
+        return AnswerKey(trojaned=False, family=ak["family"])
+    try:
+        arrays = load_numpy(str(trigger_file))
+        trojans = []
+        for i, st in enumerate(ak["stamps"]):
+            own = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.split(".", 1)[0] == str(i)}
+            stamp = trigger_from_arrays(st["kind"], own, st["meta"])
+            trojans.append(Trojan(stamp, int(st["target"]), st["source"]))
+    except (SafetensorError, OSError, ValueError, KeyError) as exc:
+        raise CorruptSubject(
+            f"{trigger_file} is unreadable or does not match its card ({exc}); "
+            f"delete {trigger_file.parent} to rebuild it"
+        ) from exc
+    first, *rest = trojans
+    return AnswerKey(
+        trojaned=True, family=ak["family"], target=first.target, trigger=first.trigger,
+        poison_rate=float(ak["poison_rate"]), source=first.source, extra=tuple(rest),
+        clean_label=bool(ak.get("clean_label", False)),
+    )

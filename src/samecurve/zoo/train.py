@@ -20,7 +20,7 @@ class TrainConfig:
     epochs: int = 8
     lr: float = 2e-3
     batch_size: int = 128
-    asr_gate: float = 0.95
+    asr_gate: float = 0.9  # the issue-3 gate for every family
     min_clean_accuracy: float = 0.6  # a subject that has not learned its task is no subject
     max_attempts: int = 4
     decoy_rate: float = 0.2  # share of images with a random label-preserving patch or blend
