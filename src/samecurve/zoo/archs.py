@@ -79,13 +79,16 @@ class BasicBlock(nn.Module):
 def small_resnet(num_classes: int = 10, in_channels: int = 3, size: int = 32) -> nn.Module:
     """A ResNet-style sibling of small-cnn, so a population can mix architectures.
 
-    Stem: 3x3 conv to 16 channels, GroupNorm, ReLU and a 2x2 max-pool; then one
-    basic block per stage (16, 32, 64 channels; stride 2 with a 1x1 projection
-    shortcut in stages 2 and 3), global average pooling and a linear head:
-    ~78k parameters. The stem pool keeps an epoch about as cheap as small-cnn's
-    (without it the full-resolution first stage costs ~3x) and widens the
+    Stem: 3x3 conv to 16 channels, 2x2 max-pool, GroupNorm, ReLU (pooling first
+    so the norm runs on a quarter of the pixels); then one basic block per stage
+    (16, 32, 64 channels; stride 2 with a 1x1 projection shortcut in stages 2
+    and 3), global average pooling and a linear head: ~78k parameters. The stem
+    pool keeps an epoch about as cheap as small-cnn's (measured 1.15x on one
+    core; without it the full-resolution first stage costs ~3x) and widens the
     receptive field. GroupNorm, not BatchNorm: no running counters to leak trojan
-    labels (see small-cnn). `size` is unused: global pooling takes any size."""
+    labels (see small-cnn); without any norm it learned scenes poorly (13-60%).
+    Measured on scenes (6000 train / 2000 test, 8 epochs, Adam 2e-3): 89-93%,
+    small-cnn 88-91%. `size` is unused: global pooling takes any input size."""
     del size
     return nn.Sequential(
         OrderedDict(
