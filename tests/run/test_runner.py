@@ -103,3 +103,21 @@ def test_cuda_on_a_machine_without_it() -> None:
         check_device("cuda")
     with pytest.raises(RunError, match="unknown device"):
         check_device("tpu")
+
+
+def test_a_subject_that_misses_its_gate_is_left_out_and_named(cache, tmp_path) -> None:
+    """A subject trained far too briefly to pass its gate: the run goes on without
+    it and names it, instead of stopping."""
+    import json
+
+    text = (
+        "name: hopeless\nzoo: {train: {train_size: 300, test_size: 100, epochs: 1, "
+        "min_clean_accuracy: 0.99, max_attempts: 1}}\nsubjects: [{recipe: clean, count: 1}]\n"
+        "tasks: [discover]\ntools: [oracle]\n"
+    )
+    with run_suite(parse_suite(text), tmp_path / "run", workers=0, cache=cache,
+                   progress=False) as store:
+        failures = json.loads(store.meta()["gate_failures"])
+        assert [f["recipe"] for f in failures] == ["clean"]
+        assert "no attempt" in failures[0]["error"]
+        assert not store.done()  # nothing graded on a subject that does not exist

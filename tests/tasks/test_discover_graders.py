@@ -16,14 +16,19 @@ from samecurve.tasks.discover import METRICS
 
 
 @pytest.fixture(scope="module")
-def board(population, cache, tmp_path_factory):
+def graded(population, cache, tmp_path_factory):
     # 20 seeds: random's guesses then average out to chance on each subject.
     text = tiny_suite_text('[oracle, "null", random]').replace("seeds: [0]", f"seeds: {list(range(20))}")
     suite = parse_suite(text)
     store = run_suite(suite, tmp_path_factory.mktemp("run"), workers=0, cache=cache, progress=False)
     run = load_run(store, with_artifacts=True)
     store.close()
-    return next(b for b in boards(run) if b.family == "all")
+    return next(b for b in boards(run) if b.family == "all"), run
+
+
+@pytest.fixture(scope="module")
+def board(graded):
+    return graded[0]
 
 
 def _row(board, tool):
@@ -45,10 +50,20 @@ def test_oracle_top_null_floor(board, spec) -> None:
     assert null[spec.name].n == oracle[spec.name].n > 0
 
 
-def test_random_is_at_chance(board) -> None:
+def test_random_is_at_chance(graded) -> None:
+    board, run = graded
     r = _row(board, "random").intervals
-    assert r["auroc"].lo <= 0.5 <= r["auroc"].hi
-    assert abs(r["auroc"].mean - 0.5) < 0.2
+    # AUROC per seed over 3 trojaned and 3 clean subjects, averaged over 20 seeds:
+    # one seed's ranking is perfect by chance 1 time in 20, the average is not.
+    from samecurve.metrics import auroc
+
+    cells = run.cells[("discover", "random")]
+    per_seed = [
+        auroc(np.array([c.metrics["probability"] for c in cells if c.key.seed == seed]),
+              np.array([int(c.metrics["label"]) for c in cells if c.key.seed == seed]))
+        for seed in range(20)
+    ]
+    assert abs(np.mean(per_seed) - 0.5) < 0.15
     assert 0.02 <= r["target_top1"].mean <= 0.25  # chance is 1/10
     # Seeds are averaged per subject first, so 20 uniform guesses average to about 0.5,
     # whose Brier score is 0.25 (a single uniform guess would score 1/3).

@@ -3,6 +3,7 @@ terminal leaderboard. Kept apart from rendering so each can be tested alone."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -130,6 +131,8 @@ def _summary(run: RunData) -> dict[str, str]:
              "budget per cell": f"{run.suite.budget.seconds:g} s",
              "wall time": f"{float(run.meta.get('wall_seconds', 'nan')):.0f} s"}
     clean_acc = [c["clean_accuracy"] for c in fam.get("clean", [])]
+    for f in json.loads(run.meta.get("gate_failures", "[]")):
+        facts[f"left out: {f['recipe']} seed {f['seed']}"] = f["error"][:300]
     for f, cards in sorted(fam.items()):
         acc = [c["clean_accuracy"] for c in cards]
         text = f"{len(cards)} subjects, clean accuracy {np.mean(acc):.3f} ({min(acc):.3f}–{max(acc):.3f})"
