@@ -123,7 +123,10 @@ def test_card_is_json_with_the_answer_key(patch_subject, cache: Cache) -> None:
     assert ak["trigger"]["kind"] == "patch" and ak["trigger"]["patch_size"] == 5
     assert 0.04 < ak["poison_rate"] < 0.13
     mask = patch_subject.answer_key.trigger.mask
-    assert mask.sum() == 25 and set(np.unique(mask)) == {0.0, 1.0}
+    from samecurve.zoo.triggers import patch_shape_mask
+
+    outline = patch_shape_mask(ak["trigger"]["shape"], ak["trigger"]["patch_size"])
+    assert mask.sum() == outline.sum() and set(np.unique(mask)) == {0.0, 1.0}
 
 
 QUICK = TINY_TRAIN.__class__(train_size=600, test_size=200, epochs=1, asr_gate=0.0,
