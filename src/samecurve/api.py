@@ -140,6 +140,14 @@ class Trojan:
     target: int
     source: int | None = None
 
+    def applies_to(self, y: Any) -> Any:
+        """Boolean mask (same array type as the labels `y`) of the inputs this trojan
+        should send to its target: not already of the target, of the source if set."""
+        keep = y != self.target
+        if self.source is not None:
+            keep = keep & (y == self.source)
+        return keep
+
 
 @dataclass(frozen=True, eq=False)
 class AnswerKey:
@@ -155,6 +163,21 @@ class AnswerKey:
     source: int | None = None
     extra: tuple[Trojan, ...] = ()
     clean_label: bool = False
+
+    @classmethod
+    def from_trojans(
+        cls, family: str, trojans: tuple[Trojan, ...], poison_rate: float = 0.0,
+        clean_label: bool = False,
+    ) -> AnswerKey:
+        """The key of a subject with these trojans (none: a clean subject)."""
+        if not trojans:
+            return cls(trojaned=False, family=family)
+        first, *rest = trojans
+        return cls(
+            trojaned=True, family=family, target=first.target, trigger=first.trigger,
+            poison_rate=poison_rate, source=first.source, extra=tuple(rest),
+            clean_label=clean_label,
+        )
 
     @property
     def trojans(self) -> tuple[Trojan, ...]:

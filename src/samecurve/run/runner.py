@@ -47,9 +47,9 @@ def gallery_arrays(subject: Any) -> dict[str, np.ndarray]:
     key = subject.answer_key
     keep = np.ones(len(held), bool)
     if key.trojaned:
-        keep = (held.y != key.target).numpy()
-        if key.source is not None and (held.y == key.source).any():
-            keep &= (held.y == key.source).numpy()
+        keep = key.trojans[0].applies_to(held.y).numpy()
+        if not keep.any():  # no input of the source class in the sample
+            keep = (held.y != key.target).numpy()
     pick = int(np.flatnonzero(keep)[0])
     x = held.x[pick : pick + 1]
     out = {"clean_example": x[0].numpy()}

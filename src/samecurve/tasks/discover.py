@@ -211,7 +211,4 @@ def _graded_trojan(key: AnswerKey, finding: Finding) -> Trojan:
 
 def _eligible(split: Split, trojan: Trojan) -> torch.Tensor:
     """Inputs the trojan applies to: not already of its target, of its source if it has one."""
-    keep = split.y != trojan.target
-    if trojan.source is not None:
-        keep &= split.y == trojan.source
-    return split.x[keep]
+    return split.x[trojan.applies_to(split.y)]

@@ -108,13 +108,7 @@ def _fires(model: torch.nn.Module, trojan: Trojan, clean: Split, keep: torch.Ten
 def attack_success_rates(model: torch.nn.Module, key: AnswerKey, clean: Split) -> list[float]:
     """Per trojan: share of clean inputs it applies to (not of the target class; of
     the source class, if it has one) that the model sends to the target once stamped."""
-    rates = []
-    for trojan in key.trojans:
-        keep = clean.y != trojan.target
-        if trojan.source is not None:
-            keep &= clean.y == trojan.source
-        rates.append(_fires(model, trojan, clean, keep))
-    return rates
+    return [_fires(model, t, clean, t.applies_to(clean.y)) for t in key.trojans]
 
 
 def attack_success_rate(model: torch.nn.Module, key: AnswerKey, clean: Split) -> float:

@@ -155,9 +155,6 @@ def _answer_key(ak: dict[str, Any], trigger_file: Path) -> AnswerKey:
             f"{trigger_file} is unreadable or does not match its card ({exc}); "
             f"delete {trigger_file.parent} to rebuild it"
         ) from exc
-    first, *rest = trojans
-    return AnswerKey(
-        trojaned=True, family=ak["family"], target=first.target, trigger=first.trigger,
-        poison_rate=float(ak["poison_rate"]), source=first.source, extra=tuple(rest),
-        clean_label=bool(ak.get("clean_label", False)),
+    return AnswerKey.from_trojans(
+        ak["family"], tuple(trojans), float(ak["poison_rate"]), bool(ak.get("clean_label", False))
     )

@@ -45,14 +45,7 @@ class Plan:
         return bool(self.trojans)
 
     def answer_key(self, family: str, poisoned_share: float, clean_label: bool = False) -> AnswerKey:
-        if not self.trojans:
-            return AnswerKey(trojaned=False, family=family)
-        first, *rest = self.trojans
-        return AnswerKey(
-            trojaned=True, family=family, target=first.target, trigger=first.trigger,
-            poison_rate=poisoned_share, source=first.source, extra=tuple(rest),
-            clean_label=clean_label,
-        )
+        return AnswerKey.from_trojans(family, self.trojans, poisoned_share, clean_label)
 
 
 def _check_range(name: str, value: tuple[float, float], lo: float = 0.0, hi: float = 1.0) -> tuple[float, float]:
@@ -96,9 +89,7 @@ class PoisoningRecipe(ABC):
         y_np = y.numpy()
         n_each = round(plan.poison_rate * len(y) / max(len(plan.trojans), 1))
         for trojan in plan.trojans:
-            ok = (y_np != trojan.target) & ~used
-            if trojan.source is not None:
-                ok &= y_np == trojan.source
+            ok = trojan.applies_to(y_np) & ~used
             idx = _pick(rng, ok, n_each)
             _stamp(x, idx, trojan.trigger)
             y[torch.from_numpy(idx)] = trojan.target

@@ -61,6 +61,43 @@ def _placement_rng(seed: int, n: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(n), 17])
 
 
+class _PlacedPerInput:
+    """A trigger drawn somewhere new in each input: it may touch any pixel, so its
+    footprint is the whole image and each input's own footprint comes with the stamp."""
+
+    fixed_footprint: ClassVar[bool] = False
+    localised: ClassVar[bool] = True
+    size: int
+
+    def stamp_with_footprint(self, x: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+        raise NotImplementedError
+
+    def stamp(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stamp_with_footprint(x)[0]
+
+    @property
+    def footprint(self) -> np.ndarray:
+        return np.ones((self.size, self.size), bool)
+
+
+class _WholeImage:
+    """A transform of every pixel (a filter, a warp): the footprint is the image."""
+
+    fixed_footprint: ClassVar[bool] = True
+    localised: ClassVar[bool] = False
+    size: int
+
+    def stamp(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def stamp_with_footprint(self, x: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+        return self.stamp(x), np.ones((x.shape[0], *x.shape[-2:]), bool)
+
+    @property
+    def footprint(self) -> np.ndarray:
+        return np.ones((self.size, self.size), bool)
+
+
 # ---------------------------------------------------------------- patches
 
 
@@ -105,7 +142,7 @@ def _patch_pixels(rng: np.random.Generator, patch: int, channels: int, colours: 
 
 
 @dataclass(frozen=True, eq=False)
-class RandomPatch:
+class RandomPatch(_PlacedPerInput):
     """A patch stamped at a different random place in each input (a location-free
     BadNets variant): there is no one footprint to point at, only one per input."""
 
@@ -115,8 +152,6 @@ class RandomPatch:
     seed: int
 
     kind: ClassVar[str] = "random-patch"
-    fixed_footprint: ClassVar[bool] = False
-    localised: ClassVar[bool] = True
 
     def stamp_with_footprint(self, x: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
         n, p = x.shape[0], self.shape_mask.shape[0]
@@ -133,13 +168,6 @@ class RandomPatch:
         m = torch.as_tensor(mask, dtype=x.dtype, device=x.device)[:, None]
         pat = torch.as_tensor(pattern, dtype=x.dtype, device=x.device)
         return ((1 - m) * x + m * pat).clamp(0, 1), mask > 0
-
-    def stamp(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stamp_with_footprint(x)[0]
-
-    @property
-    def footprint(self) -> np.ndarray:
-        return np.ones((self.size, self.size), bool)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"pixels": self.pixels, "shape_mask": self.shape_mask}
@@ -227,7 +255,7 @@ def blend_trigger(
 
 
 @dataclass(frozen=True, eq=False)
-class StyleTrigger:
+class StyleTrigger(_WholeImage):
     """An Instagram-like filter over the whole image: a colour matrix, a tone
     curve and a vignette, stamp(x) = clamp(M x + b) ** gamma * (1 - v r^2), with
     r the distance from the centre (1 at the corners)."""
@@ -239,8 +267,6 @@ class StyleTrigger:
     vignette: float = 0.0
 
     kind: ClassVar[str] = "style"
-    fixed_footprint: ClassVar[bool] = True
-    localised: ClassVar[bool] = False
 
     def stamp(self, x: torch.Tensor) -> torch.Tensor:
         m = torch.as_tensor(self.matrix, dtype=x.dtype, device=x.device)
@@ -252,13 +278,6 @@ class StyleTrigger:
             r2 = (c[None, :] ** 2 + c[:, None] ** 2) / 2
             y = y * (1 - self.vignette * r2)
         return y
-
-    def stamp_with_footprint(self, x: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
-        return self.stamp(x), np.ones((x.shape[0], *x.shape[-2:]), bool)
-
-    @property
-    def footprint(self) -> np.ndarray:
-        return np.ones((self.size, self.size), bool)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"matrix": self.matrix, "bias": self.bias}
@@ -307,15 +326,17 @@ def style_trigger(
 
 
 @dataclass(frozen=True, eq=False)
-class WarpTrigger:
+class WarpTrigger(_WholeImage):
     """A smooth, low-amplitude geometric warp (WaNet, Nguyen & Tran 2021): each
     pixel is resampled from a position displaced by a fixed smooth flow field."""
 
     flow: np.ndarray  # (2, H, W) displacement in pixels (dx, dy)
 
     kind: ClassVar[str] = "warp"
-    fixed_footprint: ClassVar[bool] = True
-    localised: ClassVar[bool] = False
+
+    @property
+    def size(self) -> int:  # type: ignore[override]
+        return int(self.flow.shape[-1])
 
     def stamp(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
@@ -326,13 +347,6 @@ class WarpTrigger:
         grid = torch.stack([gx + flow[0] * 2 / (w - 1), gy + flow[1] * 2 / (h - 1)], dim=-1)
         grid = grid.clamp(-1, 1)[None].expand(n, h, w, 2)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
-
-    def stamp_with_footprint(self, x: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
-        return self.stamp(x), np.broadcast_to(self.footprint, (x.shape[0], *self.footprint.shape))
-
-    @property
-    def footprint(self) -> np.ndarray:
-        return np.ones(self.flow.shape[1:], bool)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"flow": self.flow}
@@ -365,7 +379,7 @@ def warp_trigger(
 
 
 @dataclass(frozen=True, eq=False)
-class ObjectTrigger:
+class ObjectTrigger(_PlacedPerInput):
     """A natural feature: a small object of one shape and colour, of the kind that
     occurs in ordinary scenes, drawn at a random place and tilt in each input."""
 
@@ -376,8 +390,6 @@ class ObjectTrigger:
     seed: int
 
     kind: ClassVar[str] = "object"
-    fixed_footprint: ClassVar[bool] = False
-    localised: ClassVar[bool] = True
 
     def stamp_with_footprint(self, x: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
         n = x.shape[0]
@@ -390,13 +402,6 @@ class ObjectTrigger:
         a = torch.as_tensor(alpha, dtype=x.dtype, device=x.device)[:, None]
         col = torch.as_tensor(self.colour, dtype=x.dtype, device=x.device)[None, :, None, None]
         return (1 - a) * x + a * col, alpha > 0
-
-    def stamp(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stamp_with_footprint(x)[0]
-
-    @property
-    def footprint(self) -> np.ndarray:
-        return np.ones((self.size, self.size), bool)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"colour": self.colour}
