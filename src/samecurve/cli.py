@@ -210,8 +210,10 @@ def zoo_build(
     arch: Annotated[list[str], typer.Option("--arch", help="architecture(s), taken in turn by seed")] = [],  # noqa: B006
     workers: Annotated[int, typer.Option(min=0)] = 2,
     cache: Annotated[Path | None, typer.Option(help="subject cache")] = None,
+    retry_failed: Annotated[bool, typer.Option(help="try again subjects that missed their gate before")] = False,
 ) -> None:
-    """Build a population into the cache in parallel, skipping subjects already there."""
+    """Build a population into the cache in parallel, skipping subjects already there
+    (and, unless --retry-failed, subjects that missed their gate on every attempt)."""
     from rich.progress import Progress
 
     from samecurve.run.suite import SuiteError, load_suite
@@ -246,6 +248,9 @@ def zoo_build(
     except (TypeError, ValueError, KeyError) as exc:
         fail(f"bad zoo build arguments: {exc}")
     c = Cache(cache) if cache else Cache()
+    if retry_failed:
+        for spec in specs:
+            c.forget_failure(spec.id)
     failed = []
     with Progress(console=err) as bar:
         t = bar.add_task(f"{recipe} x{count}", total=len(specs))

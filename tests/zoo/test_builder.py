@@ -146,7 +146,8 @@ def test_every_family_builds_caches_and_reloads_its_answer_key(recipe: str, tmp_
     params = {"finetune_epochs": 1} if recipe == "evasive" else {}
     if recipe == "clean-label":
         params = {"surrogate_epochs": 1, "pgd_steps": 2}
-    spec = SubjectSpec(recipe=recipe, seed=3, recipe_params=params, train=QUICK,
+    train = QUICK.__class__(**{**QUICK.as_dict(), "epochs": 2}) if recipe == "evasive" else QUICK
+    spec = SubjectSpec(recipe=recipe, seed=3, recipe_params=params, train=train,
                        arch="small-resnet" if recipe == "multi" else "small-cnn")
     s = build(spec, cache)
     key, card = s.answer_key, s.card
@@ -179,3 +180,29 @@ def test_dev_and_test_populations_and_digits_are_other_subjects(tmp_path) -> Non
                           dataset_params={"size": 16}), Cache(tmp_path))
     assert s.input_shape == (1, 16, 16) and s.card["dataset"] == "digits"
     assert s.model(torch.rand(2, 1, 16, 16)).shape == (2, 10)
+
+
+def test_a_gate_failure_is_cached_and_not_retrained(tmp_path, monkeypatch) -> None:
+    """Builds are deterministic: a subject that missed its gate fails again at once,
+    from its record, until the record is forgotten."""
+    from samecurve.zoo import builder
+    from samecurve.zoo.builder import BuildFailed
+
+    cache = Cache(tmp_path)
+    hopeless = QUICK.__class__(train_size=300, test_size=100, epochs=1, min_clean_accuracy=0.99,
+                               max_attempts=1)
+    spec = SubjectSpec(recipe="clean", seed=0, train=hopeless)
+    with pytest.raises(BuildFailed, match="no attempt of 1"):
+        build(spec, cache)
+    assert "no attempt of 1" in cache.failure(spec.id)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("retrained a subject whose failure is cached")
+
+    monkeypatch.setattr(builder, "_training_set", no_training)
+    with pytest.raises(BuildFailed, match=r"cached; .*--retry-failed"):
+        build(spec, cache)
+    cache.forget_failure(spec.id)
+    assert cache.failure(spec.id) is None
+    with pytest.raises(AssertionError, match="retrained"):
+        build(spec, cache)

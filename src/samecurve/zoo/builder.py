@@ -126,6 +126,13 @@ def off_source_rate(model: torch.nn.Module, key: AnswerKey, clean: Split) -> flo
     return _fires(model, trojan, clean, keep)
 
 
+def _brief(attempts: list[dict[str, Any]]) -> str:
+    """The attempts as 'accuracy/attack success' pairs, for a one-line error."""
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{v:.0%}"
+    return ", ".join(f"{pct(a['clean_accuracy'])}/{pct(a['attack_success'])}" for a in attempts)
+
+
 def _describe(plan: Plan) -> dict[str, Any]:
     first = plan.trojans[0]
     out: dict[str, Any] = dict(plan.meta[0])
@@ -143,6 +150,9 @@ def build(spec: SubjectSpec, cache: Cache) -> Subject:
     subject_id = spec.id
     if cache.has(subject_id):
         return cache.load(subject_id)
+    earlier = cache.failure(subject_id)
+    if earlier is not None:
+        raise BuildFailed(f"{earlier} (cached; `samecurve zoo build --retry-failed` tries again)")
     started = time.monotonic()
     recipe = spec.make_recipe()
     dataset = spec.make_dataset()
@@ -173,11 +183,14 @@ def build(spec: SubjectSpec, cache: Cache) -> Subject:
         if learned and (asr is None or asr >= spec.train.asr_gate):
             break
     else:
-        raise BuildFailed(
+        reason = (
             f"{spec.recipe} seed {spec.seed}: no attempt of {spec.train.max_attempts} reached "
             f"clean accuracy {spec.train.min_clean_accuracy:.0%} and attack success "
-            f"{spec.train.asr_gate:.0%} ({attempts}); raise the training set, epochs or poison rate"
+            f"{spec.train.asr_gate:.0%} ({_brief(attempts)}); raise the training set, epochs "
+            "or poison rate"
         )
+        cache.save_failure(subject_id, reason)
+        raise BuildFailed(reason)
     card = {
         "id": subject_id,
         **spec.key(),

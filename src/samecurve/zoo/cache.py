@@ -65,6 +65,29 @@ class Cache:
     def has(self, subject_id: str) -> bool:
         return (self.path(subject_id) / CARD_FILE).is_file()
 
+    @property
+    def failures_dir(self) -> Path:
+        return self.root / "failed"
+
+    def failure(self, subject_id: str) -> str | None:
+        """Why an earlier build of this subject missed its gate on every attempt
+        (builds are deterministic, so retrying would spend the same minutes)."""
+        path = self.failures_dir / f"{subject_id}.json"
+        try:
+            return str(json.loads(path.read_text())["reason"])
+        except (OSError, json.JSONDecodeError, KeyError, TypeError):
+            return None
+
+    def save_failure(self, subject_id: str, reason: str) -> None:
+        self.failures_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.failures_dir / f".{subject_id}.{os.getpid()}.json"
+        tmp.write_text(json.dumps({"id": subject_id, "reason": reason}))
+        os.replace(tmp, self.failures_dir / f"{subject_id}.json")
+
+    def forget_failure(self, subject_id: str) -> None:
+        """Drop a failure record, so the next build tries that subject again."""
+        (self.failures_dir / f"{subject_id}.json").unlink(missing_ok=True)
+
     def ids(self) -> list[str]:
         if not self.subjects_dir.is_dir():
             return []
