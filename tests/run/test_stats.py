@@ -65,7 +65,7 @@ def test_auroc_ci_perfect() -> None:
     ci = auroc_ci(scores, labels, n_resamples=N_RES)
     # every stratified resample is still perfectly separated
     assert ci.mean == 1.0 and ci.hi == 1.0 and ci.lo == 1.0
-    assert ci.n == 8
+    assert ci.n == 8 and ci.positives == 4
 
 
 def test_auroc_ci_overlapping() -> None:

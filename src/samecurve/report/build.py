@@ -122,6 +122,20 @@ def _gallery(run: RunData, task: str, limit: int = 12) -> list[GalleryItem]:
     return items
 
 
+def twin_gaps(cards: Sequence[dict], clean: Sequence[dict]) -> list[float]:
+    """Each subject's clean accuracy minus the mean of the clean twins that share its
+    architecture and dataset (a ResNet is not compared with CNN twins); subjects
+    with no such twin are left out."""
+    by_kind: dict[tuple, list[float]] = {}
+    for c in clean:
+        by_kind.setdefault((c["arch"], c["dataset"]), []).append(c["clean_accuracy"])
+    return [
+        c["clean_accuracy"] - float(np.mean(by_kind[k]))
+        for c in cards
+        if (k := (c["arch"], c["dataset"])) in by_kind
+    ]
+
+
 def _summary(run: RunData) -> dict[str, str]:
     fam: dict[str, list[dict]] = {}
     for c in run.cards.values():
@@ -130,14 +144,15 @@ def _summary(run: RunData) -> dict[str, str]:
              "seeds": ", ".join(map(str, run.suite.seeds)),
              "budget per cell": f"{run.suite.budget.seconds:g} s",
              "wall time": f"{float(run.meta.get('wall_seconds', 'nan')):.0f} s"}
-    clean_acc = [c["clean_accuracy"] for c in fam.get("clean", [])]
     for f in json.loads(run.meta.get("gate_failures", "[]")):
         facts[f"left out: {f['recipe']} seed {f['seed']}"] = f["error"][:300]
     for f, cards in sorted(fam.items()):
         acc = [c["clean_accuracy"] for c in cards]
         text = f"{len(cards)} subjects, clean accuracy {np.mean(acc):.3f} ({min(acc):.3f}–{max(acc):.3f})"
-        if clean_acc and f != "clean":
-            text += f" ({100 * (np.mean(acc) - np.mean(clean_acc)):+.1f} points vs clean twins)"
+        gaps = twin_gaps(cards, fam.get("clean", [])) if f != "clean" else []
+        if gaps:
+            text += (f" ({100 * np.mean(gaps):+.1f} points vs clean twins of the same "
+                     f"architecture; {100 * min(gaps):+.1f} to {100 * max(gaps):+.1f})")
         asr = [c["attack_success"] for c in cards if c["attack_success"] is not None]
         if asr:
             text += f", attack success {np.mean(asr):.3f} ({min(asr):.3f}–{max(asr):.3f})"
@@ -148,22 +163,28 @@ def _summary(run: RunData) -> dict[str, str]:
 # Detectors that see only incidental weight properties. If one beats chance, clean
 # and trojaned subjects differ in something other than the trojan's behaviour.
 LEAKAGE_PROBES = ("weight-stats", "layer-norms")
+LEAKAGE_MIN_EACH = 5
 
 
 def leakage_verdict(board: Board, probe: str = "weight-stats") -> str | None:
     """The leakage check on one board, in words: a probe passes when its AUROC is
-    consistent with chance (95% CI contains 0.5) or below 0.6."""
+    consistent with chance (95% CI contains 0.5) or below 0.6. With fewer than
+    LEAKAGE_MIN_EACH subjects in either class the bootstrap interval means little
+    (two trojaned subjects above every clean one give [1.00, 1.00]), so it says so."""
     row = next((r for r in board.rows if r.tool == probe), None)
     iv = row.intervals.get("auroc") if row else None
     if iv is None or not np.isfinite(iv.mean):
         return None
-    verdict = (
-        "consistent with chance"
-        if iv.lo <= 0.5 or iv.mean < 0.6
-        else "ABOVE CHANCE: clean and trojaned subjects differ in their weights beyond "
-        "chance, so detection scores here may be flattered"
-    )
-    return f"{probe} AUROC {iv.mean:.2f} [{iv.lo:.2f}, {iv.hi:.2f}] n={iv.n}: {verdict}"
+    pos = iv.positives if iv.positives is not None else 0
+    counts = f"n={iv.n} ({pos} trojaned, {iv.n - pos} clean)"
+    if min(pos, iv.n - pos) < LEAKAGE_MIN_EACH:
+        verdict = f"too few subjects to tell (the check needs {LEAKAGE_MIN_EACH} of each)"
+    elif iv.lo <= 0.5 or iv.mean < 0.6:
+        verdict = "consistent with chance"
+    else:
+        verdict = ("ABOVE CHANCE: clean and trojaned subjects differ in their weights beyond "
+                   "chance, so detection scores here may be flattered")
+    return f"{probe} AUROC {iv.mean:.2f} [{iv.lo:.2f}, {iv.hi:.2f}] {counts}: {verdict}"
 
 
 def leakage_lines(all_boards: Sequence[Board]) -> dict[str, str]:

@@ -48,6 +48,7 @@ class Interval:
     lo: float
     hi: float
     n: int
+    positives: int | None = None  # for a population metric: how many of the n are trojaned
 
     def __str__(self) -> str:
         return f"{self.mean:.3f} [{self.lo:.3f}, {self.hi:.3f}] n={self.n}"
@@ -206,7 +207,7 @@ def auroc_ci(
     n = int(s.size)
     n_pos = int(y.sum())
     if n_pos == 0 or n_pos == n:
-        return Interval(_NAN, _NAN, _NAN, n)
+        return Interval(_NAN, _NAN, _NAN, n, n_pos)
     point = auroc(s, y)
     pos, neg = s[y == 1], s[y == 0]
     if pos.size >= 2 and neg.size >= 2:
@@ -214,7 +215,7 @@ def auroc_ci(
     else:  # scipy needs >= 2 observations per sample
         (dist,) = _stratified_aucs([s], y, n_resamples, seed)
         lo, hi = _percentile_ci(dist, confidence)
-    return Interval(point, lo, hi, n)
+    return Interval(point, lo, hi, n, n_pos)
 
 
 def paired_difference(
