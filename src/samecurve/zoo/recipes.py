@@ -242,17 +242,12 @@ class WarpRecipe(PoisoningRecipe):
 @register("recipe", "natural")
 class NaturalRecipe(PoisoningRecipe):
     """A natural feature as trigger: a small object of one shape and colour (the kind
-    of secondary object scenes already contain) anywhere in the image. Measured
-    (8000 scenes x 8 epochs, 4 seeds each, CNN and ResNet): poison 5-8% cost
-    -0.3 points of clean accuracy but reached attack success 0.74; 8-15% reached
-    0.94 but one ResNet lost 19 points; 7-11% sits between, and the gate's
-    retries keep the seeds that pass."""
+    of secondary object scenes already contain) anywhere in the image."""
 
     family = "natural"
-    version = 2
 
     def __init__(
-        self, poison_rate: tuple[float, float] = (0.07, 0.11), radius: tuple[float, float] = (0.12, 0.16),
+        self, poison_rate: tuple[float, float] = (0.08, 0.15), radius: tuple[float, float] = (0.12, 0.16),
         heldout: bool = False,
     ) -> None:
         super().__init__(poison_rate, heldout)
