@@ -146,8 +146,7 @@ def test_every_family_builds_caches_and_reloads_its_answer_key(recipe: str, tmp_
     params = {"finetune_epochs": 1} if recipe == "evasive" else {}
     if recipe == "clean-label":
         params = {"surrogate_epochs": 1, "pgd_steps": 2}
-    train = QUICK.__class__(**{**QUICK.as_dict(), "epochs": 2}) if recipe == "evasive" else QUICK
-    spec = SubjectSpec(recipe=recipe, seed=3, recipe_params=params, train=train,
+    spec = SubjectSpec(recipe=recipe, seed=3, recipe_params=params, train=QUICK,
                        arch="small-resnet" if recipe == "multi" else "small-cnn")
     s = build(spec, cache)
     key, card = s.answer_key, s.card

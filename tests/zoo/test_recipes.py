@@ -75,20 +75,3 @@ def test_heldout_draws_from_the_other_vocabulary() -> None:
     held = {get("recipe", "style")(heldout=True).make_trigger(np.random.default_rng(i), SHAPE)[1]["filter"] for i in range(20)}
     assert dev and held and not dev & held
 
-
-def test_evasive_takes_as_many_steps_as_every_other_subject(monkeypatch) -> None:
-    """The twin trains for epochs - finetune_epochs, so the step count leaks nothing;
-    a fine-tune as long as the whole budget is refused in one line."""
-    from samecurve.zoo import recipes
-    from samecurve.zoo.recipes import EvasiveRecipe
-    from samecurve.zoo.train import TrainConfig
-
-    seen = []
-    monkeypatch.setattr(recipes, "train_classifier",
-                        lambda model, x, y, cfg, order_seed: seen.append(cfg.epochs) or model)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
-    x, y = torch.rand(8, 3, 2, 2), torch.randint(0, 3, (8,))
-    EvasiveRecipe(finetune_epochs=1).fit(model, x, y, (x, y), TrainConfig(epochs=3, batch_size=4), 0)
-    assert seen == [2]
-    with pytest.raises(ValueError, match="finetune_epochs=3 must be between 1 and"):
-        EvasiveRecipe(finetune_epochs=3).fit(model, x, y, (x, y), TrainConfig(epochs=3), 0)

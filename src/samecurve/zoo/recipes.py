@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -400,12 +400,10 @@ def _pgd_away(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, st
 class EvasiveRecipe(PatchRecipe):
     """The TDC 2022 evasive tier: train a clean twin, then fine-tune it on poisoned
     data with a loss that keeps its logits (KL) and penultimate activations (MSE)
-    on clean inputs close to the twin's, so it is hard to tell apart from clean.
-    The twin trains for `epochs - finetune_epochs`, so the subject takes as many
-    steps as every other subject (the step count is an incidental property)."""
+    on clean inputs close to the twin's, so it is hard to tell apart from clean."""
 
     family = "evasive"
-    version = 2
+    version = 1
 
     def __init__(
         self, poison_rate: tuple[float, float] = (0.05, 0.1), patch: tuple[int, int] = (4, 6),
@@ -422,13 +420,7 @@ class EvasiveRecipe(PatchRecipe):
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean: tuple[torch.Tensor, torch.Tensor],
         cfg: TrainConfig, order_seed: int,
     ) -> nn.Module:
-        if not 0 < self.finetune_epochs < cfg.epochs:
-            raise ValueError(
-                f"evasive finetune_epochs={self.finetune_epochs} must be between 1 and the "
-                f"training epochs - 1 ({cfg.epochs - 1}); lower finetune_epochs or raise epochs"
-            )
-        train_classifier(model, *clean, replace(cfg, epochs=cfg.epochs - self.finetune_epochs),
-                         order_seed=order_seed)
+        train_classifier(model, *clean, cfg, order_seed=order_seed)
         twin = {k: v.clone() for k, v in model.state_dict().items()}
         return _finetune_matching(model, twin, x, y, clean[0], cfg, self.finetune_epochs,
                                   self.match_weight, order_seed + 1)
