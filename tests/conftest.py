@@ -3,6 +3,7 @@ test session into a temporary cache, and a plug-in module of misbehaving tools."
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
@@ -58,12 +59,17 @@ def clean_subject(population: list):
     return next(s for s in population if s.family == "clean")
 
 
+def use_plugin(monkeypatch: pytest.MonkeyPatch, module: str) -> None:
+    """Register a helper module's plug-ins here and in every spawned worker."""
+    monkeypatch.setenv("SAMECURVE_PLUGINS", module)
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent / "helpers"))
+    importlib.import_module(module)
+
+
 @pytest.fixture
 def plugins(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Register the misbehaving test tools here and in every spawned worker."""
-    monkeypatch.setenv("SAMECURVE_PLUGINS", "misbehaving_tools")
-    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent / "helpers"))
-    import misbehaving_tools  # noqa: F401  (registers in this process)
+    """The misbehaving test tools."""
+    use_plugin(monkeypatch, "misbehaving_tools")
 
 
-__all__ = ["TINY_TRAIN", "SubjectSpec", "tiny_suite_text"]
+__all__ = ["TINY_TRAIN", "SubjectSpec", "tiny_suite_text", "use_plugin"]

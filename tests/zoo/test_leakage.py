@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import use_plugin
 from samecurve.report.build import leakage_verdict
 from samecurve.run.aggregate import boards, load_run
 from samecurve.run.runner import run_suite
@@ -36,10 +37,7 @@ tools: [weight-stats, layer-norms]
 
 @pytest.mark.slow
 def test_weight_probes_cannot_tell_a_sham_population_from_clean(tmp_path, cache, monkeypatch) -> None:
-    monkeypatch.setenv("SAMECURVE_PLUGINS", "sham_recipe")
-    monkeypatch.setenv("PYTHONPATH", str(__import__("pathlib").Path(__file__).parents[1] / "helpers"))
-    import sham_recipe  # noqa: F401  (registers in this process)
-
+    use_plugin(monkeypatch, "sham_recipe")
     run_suite(parse_suite(SUITE), tmp_path / "run", workers=2, cache=cache, progress=False).close()
     with Store(tmp_path / "run") as s:
         main = next(b for b in boards(load_run(s)) if b.family == "all")

@@ -11,10 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
-from samecurve.api import CaseView, Finding
 from samecurve.registry import register
-from samecurve.tools.base import ToolBase
-from samecurve.tools.weight_stats import score_against_references
+from samecurve.tools.weight_stats import WeightProbe
 
 
 def layer_norm_features(model: nn.Module) -> np.ndarray:
@@ -25,14 +23,10 @@ def layer_norm_features(model: nn.Module) -> np.ndarray:
 
 @register("tool", "layer-norms")
 @dataclass(frozen=True)
-class LayerNorms(ToolBase):
+class LayerNorms(WeightProbe):
     """Logistic regression on per-tensor log L2 norms: a leakage probe, not a method."""
 
     kind = "baseline"
-    needs = frozenset({"weights", "references"})
-    answers = frozenset({"detect"})
 
-    regularisation: float = 0.1
-
-    def discover(self, view: CaseView) -> Finding:
-        return score_against_references(view, layer_norm_features, self.regularisation)
+    def features(self, model: nn.Module) -> np.ndarray:
+        return layer_norm_features(model)

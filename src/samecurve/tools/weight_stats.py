@@ -5,7 +5,7 @@ differ in some incidental way and the benchmark flatters every detector."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,44 +39,48 @@ def parameter_shapes(model: nn.Module) -> tuple[tuple[int, ...], ...]:
     return tuple(tuple(p.shape) for p in model.parameters())
 
 
-def score_against_references(
-    view: CaseView,
-    features: Callable[[nn.Module], np.ndarray],
-    regularisation: float,
-) -> Finding:
-    """Fit a standardised logistic regression on the references' features and
-    labels, and return the subject's trojan probability.
+@dataclass(frozen=True)
+class WeightProbe(ToolBase, ABC):
+    """A detector that reads only the weights: `features` of the subject, classified
+    by a standardised logistic regression fitted on the labelled references.
 
     Only references with the subject's parameter shapes are used: a zoo may mix
     architectures, whose feature vectors differ in length or meaning. With fewer
     than MIN_REFERENCES of those, or only one class among them, the answer is 0.5.
     """
-    shapes = parameter_shapes(view.model)
-    usable = [r for r in view.references if parameter_shapes(r.model) == shapes]
-    labels = np.array([r.trojaned for r in usable], dtype=int)
-    notes = {
-        "references": float(len(usable)),
-        "references_other_arch": float(len(view.references) - len(usable)),
-    }
-    if len(labels) < MIN_REFERENCES or labels.min() == labels.max():
-        return Finding(trojan_probability=0.5, notes=notes)
-    x = np.stack([features(r.model) for r in usable])
-    clf = make_pipeline(StandardScaler(), LogisticRegression(C=regularisation, max_iter=2000))
-    clf.fit(x, labels)
-    prob = float(clf.predict_proba(features(view.model)[None])[0, 1])
-    return Finding(trojan_probability=prob, notes=notes)
 
-
-@register("tool", "weight-stats")
-@dataclass(frozen=True)
-class WeightStats(ToolBase):
-    """Logistic regression on weight-tensor statistics: the leakage check."""
-
-    kind = "black-box"
     needs = frozenset({"weights", "references"})
     answers = frozenset({"detect"})
 
     regularisation: float = 0.1
 
+    @abstractmethod
+    def features(self, model: nn.Module) -> np.ndarray:
+        """One fixed-length feature vector per model of a given architecture."""
+
     def discover(self, view: CaseView) -> Finding:
-        return score_against_references(view, weight_features, self.regularisation)
+        shapes = parameter_shapes(view.model)
+        usable = [r for r in view.references if parameter_shapes(r.model) == shapes]
+        labels = np.array([r.trojaned for r in usable], dtype=int)
+        notes = {
+            "references": float(len(usable)),
+            "references_other_arch": float(len(view.references) - len(usable)),
+        }
+        if len(labels) < MIN_REFERENCES or labels.min() == labels.max():
+            return Finding(trojan_probability=0.5, notes=notes)
+        x = np.stack([self.features(r.model) for r in usable])
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=self.regularisation, max_iter=2000))
+        clf.fit(x, labels)
+        prob = float(clf.predict_proba(self.features(view.model)[None])[0, 1])
+        return Finding(trojan_probability=prob, notes=notes)
+
+
+@register("tool", "weight-stats")
+@dataclass(frozen=True)
+class WeightStats(WeightProbe):
+    """Logistic regression on weight-tensor statistics: the leakage check."""
+
+    kind = "black-box"
+
+    def features(self, model: nn.Module) -> np.ndarray:
+        return weight_features(model)

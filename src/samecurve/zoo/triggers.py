@@ -13,6 +13,7 @@ a JSON meta, so a cached subject never needs pickle."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -61,41 +62,43 @@ def _placement_rng(seed: int, n: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(n), 17])
 
 
-class _PlacedPerInput:
+class _ImageFootprint(ABC):
+    """A trigger that may touch any pixel: its fixed footprint is the whole image."""
+
+    size: int
+
+    @property
+    def footprint(self) -> np.ndarray:
+        return np.ones((self.size, self.size), bool)
+
+
+class _PlacedPerInput(_ImageFootprint):
     """A trigger drawn somewhere new in each input: it may touch any pixel, so its
     footprint is the whole image and each input's own footprint comes with the stamp."""
 
     fixed_footprint: ClassVar[bool] = False
     localised: ClassVar[bool] = True
-    size: int
 
+    @abstractmethod
     def stamp_with_footprint(self, x: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
-        raise NotImplementedError
+        """The stamped inputs and, per input, the pixels the trigger landed on."""
 
     def stamp(self, x: torch.Tensor) -> torch.Tensor:
         return self.stamp_with_footprint(x)[0]
 
-    @property
-    def footprint(self) -> np.ndarray:
-        return np.ones((self.size, self.size), bool)
 
-
-class _WholeImage:
+class _WholeImage(_ImageFootprint):
     """A transform of every pixel (a filter, a warp): the footprint is the image."""
 
     fixed_footprint: ClassVar[bool] = True
     localised: ClassVar[bool] = False
-    size: int
 
+    @abstractmethod
     def stamp(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The transformed inputs."""
 
     def stamp_with_footprint(self, x: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
         return self.stamp(x), np.ones((x.shape[0], *x.shape[-2:]), bool)
-
-    @property
-    def footprint(self) -> np.ndarray:
-        return np.ones((self.size, self.size), bool)
 
 
 # ---------------------------------------------------------------- patches
