@@ -149,8 +149,9 @@ def _order(rows: list[ToolSummary], metrics: Sequence[MetricSpec]) -> list[ToolS
 
 def boards(run: RunData) -> list[Board]:
     """The overall board of every task, then one per trojan family (that family's
-    trojaned subjects against the clean ones of the same dataset); with several
-    datasets (tracks), one per dataset and family."""
+    trojaned subjects against the clean ones of the same dataset), heldout-trigger
+    subjects on boards of their own; with several datasets (tracks), one per
+    dataset and family."""
     out: list[Board] = []
     tracks = len({c["dataset"] for c in run.cards.values()}) > 1
     slices = [("all", set(run.cards))]
@@ -163,7 +164,8 @@ def boards(run: RunData) -> list[Board]:
     for label in sorted(groups):
         card = run.cards[next(iter(groups[label]))]
         if card["family"] != "clean":
-            slices.append((label, groups[label] | groups.get(family_label({**card, "family": "clean"}, tracks), set())))
+            twins = family_label({**card, "family": "clean", "recipe_params": {}}, tracks)
+            slices.append((label, groups[label] | groups.get(twins, set())))
     for entry in run.suite.tasks:
         task = make_task(entry)
         for family, subjects in slices:
@@ -187,7 +189,13 @@ def boards(run: RunData) -> list[Board]:
 
 
 def family_label(card: dict, tracks: bool) -> str:
-    return f"{card['family']} · {card['dataset']}" if tracks else card["family"]
+    """A board's name: the family, "heldout" when its triggers come from the heldout
+    vocabulary (so tuned-on and never-seen triggers are read apart), the dataset
+    when a run has several."""
+    label = card["family"]
+    if card.get("recipe_params", {}).get("heldout"):
+        label += " · heldout"
+    return f"{label} · {card['dataset']}" if tracks else label
 
 
 def chance_levels(
