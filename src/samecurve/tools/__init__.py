@@ -3,10 +3,15 @@
 from samecurve.tools import (
     attribution,
     baselines,
+    example_search,
     layer_norms,
     neural_cleanse,
+    poison_detectors,
     strip,
     weight_stats,
 )
 
-__all__ = ["attribution", "baselines", "layer_norms", "neural_cleanse", "strip", "weight_stats"]
+__all__ = [
+    "attribution", "baselines", "example_search", "layer_norms", "neural_cleanse",
+    "poison_detectors", "strip", "weight_stats",
+]

@@ -17,6 +17,7 @@ from torch.nn import functional as F
 
 from samecurve.api import AnswerKey, Stamp, Trojan
 from samecurve.registry import register
+from samecurve.zoo.archs import last_linear, small_cnn
 from samecurve.zoo.train import TrainConfig, train_classifier
 from samecurve.zoo.triggers import (
     BLEND_PATTERNS,
@@ -372,8 +373,6 @@ class CleanLabelRecipe(PatchRecipe):
 
 def _surrogate(x: torch.Tensor, y: torch.Tensor, seed: int, epochs: int) -> nn.Module:
     """A small CNN trained briefly on the (clean) training set, seeded, for PGD."""
-    from samecurve.zoo.archs import small_cnn
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = small_cnn(num_classes=int(y.max()) + 1, in_channels=x.shape[1], size=x.shape[-1])
@@ -426,14 +425,6 @@ class EvasiveRecipe(PatchRecipe):
                                   self.match_weight, order_seed + 1)
 
 
-def _penultimate(model: nn.Module) -> nn.Module:
-    """The last Linear layer: its input is the representation the match loss keeps."""
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ValueError("the evasive recipe needs a model that ends in a Linear layer")
-    return linears[-1]
-
-
 def _finetune_matching(
     model: nn.Module, twin_state: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
     x_clean: torch.Tensor, cfg: TrainConfig, epochs: int, weight: float, order_seed: int,
@@ -443,7 +434,7 @@ def _finetune_matching(
     teacher.eval()
     acts: dict[str, torch.Tensor] = {}
     hooks = [
-        _penultimate(m).register_forward_hook(lambda _m, inp, _o, k=k: acts.__setitem__(k, inp[0]))
+        last_linear(m).register_forward_hook(lambda _m, inp, _o, k=k: acts.__setitem__(k, inp[0]))
         for k, m in (("student", model), ("teacher", teacher))
     ]
     g = torch.Generator().manual_seed(order_seed)
