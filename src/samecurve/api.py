@@ -286,7 +286,7 @@ class Finding:
 
     trojan_probability: float | None = None
     targets: tuple[int, ...] = ()  # suspected target classes, most suspect first
-    trigger: Trigger | None = None  # recovered trigger for targets[0]
+    trigger: Stamp | None = None  # recovered trigger for targets[0]: a mask and pattern, or a transform
     notes: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -8,6 +8,10 @@ import pytest
 import torch
 
 from conftest import TINY_TRAIN
+from samecurve.api import Budget, Meter
+from samecurve.registry import get
+from samecurve.run.cell import CellJob, build_view
+from samecurve.run.suite import TaskEntry, ToolEntry, make_task
 from samecurve.zoo.builder import (
     SubjectSpec,
     attack_success_rate,
@@ -167,6 +171,15 @@ def test_every_family_builds_caches_and_reloads_its_answer_key(recipe: str, tmp_
     _, y, _, y_clean, idx = _training_set(spec, plan, card["effective_seed"])
     assert len(idx) == round(card["answer_key"]["poison_rate"] * len(y))
     assert recipe == "clean-label" or (y[torch.from_numpy(idx)] != y_clean[torch.from_numpy(idx)]).all()
+    # ... rebuilt from the card alone, as a cell does it.
+    assert len(training_sample(s, 16)) == 16
+    # The oracle reads every family's answer key and scores at the top.
+    task = make_task(TaskEntry(name="discover"))
+    job = CellJob(TaskEntry(name="discover"), ToolEntry(name="oracle"), s.id, 0, Budget(seconds=60),
+                  "cpu", str(cache.root), ())
+    oracle = get("tool", "oracle")()
+    metrics, _ = task.run(oracle, build_view(job, task, oracle, s, Meter(job.budget)), s)
+    assert metrics["target_top1"] == 1.0
 
 
 def test_dev_and_test_populations_and_digits_are_other_subjects(tmp_path) -> None:

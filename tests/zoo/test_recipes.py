@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from samecurve.registry import get
+from samecurve.registry import get, names
 
 SHAPE = (3, 32, 32)
 
@@ -75,3 +75,12 @@ def test_heldout_draws_from_the_other_vocabulary() -> None:
     held = {get("recipe", "style")(heldout=True).make_trigger(np.random.default_rng(i), SHAPE)[1]["filter"] for i in range(20)}
     assert dev and held and not dev & held
 
+
+
+@pytest.mark.parametrize("name", names("recipe"))
+def test_a_recipe_rebuilds_from_its_own_params(name: str) -> None:
+    """A card stores `params()`; the training sample and every rebuild construct the
+    recipe from them, so they must be accepted and give the same params back."""
+    recipe = get("recipe", name)()
+    again = get("recipe", name)(**recipe.params())
+    assert again.params() == recipe.params()

@@ -11,7 +11,17 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from samecurve.api import AnswerKey, CaseView, Finding, MetricSpec, Split, Subject, Trigger, Trojan
+from samecurve.api import (
+    AnswerKey,
+    CaseView,
+    Finding,
+    MetricSpec,
+    Split,
+    Stamp,
+    Subject,
+    Trigger,
+    Trojan,
+)
 from samecurve.metrics import (
     attack_success,
     attribution_correlation,
@@ -92,7 +102,7 @@ class DiscoverTask:
             p = finding.trojan_probability
             metrics[PROBABILITY] = 0.5 if p is None else float(p)
             metrics[LABEL] = float(key.trojaned)
-        if finding.trigger is not None:
+        if isinstance(finding.trigger, Trigger):  # a transform (filter, warp) has no mask to draw
             artifacts["trigger_mask"] = finding.trigger.mask.astype(np.float32)
             artifacts["trigger_pattern"] = finding.trigger.pattern.astype(np.float32)
         if not key.trojaned:
@@ -125,7 +135,7 @@ class DiscoverTask:
         return metrics, artifacts
 
     def score_trigger(
-        self, trigger: Trigger | None, subject: Subject, trojan: Trojan, others: torch.Tensor,
+        self, trigger: Stamp | None, subject: Subject, trojan: Trojan, others: torch.Tensor,
         device: str,
     ) -> dict[str, float]:
         """Efficacy of the recovered trigger towards the trojan's target; IoU with its
@@ -136,7 +146,8 @@ class DiscoverTask:
         preds = predict(model, trigger.stamp(others.to(device)))
         iou = float("nan")
         if trojan.trigger.fixed_footprint:
-            iou = mask_iou(_relative(trigger.mask), trojan.trigger.footprint)
+            recovered = trigger.mask if isinstance(trigger, Trigger) else trigger.footprint
+            iou = mask_iou(_relative(np.asarray(recovered, dtype=np.float32)), trojan.trigger.footprint)
         return {"trigger_efficacy": attack_success(preds.cpu().numpy(), trojan.target), "trigger_iou": iou}
 
     def attribution_inputs(

@@ -33,7 +33,11 @@ class Oracle(ToolBase):
     def attribute(self, view: CaseView, inputs: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
         key = view.answer_key
         assert key is not None and key.trigger is not None
-        return np.repeat(key.trigger.mask[None].astype(np.float32), len(inputs), axis=0)
+        # Every pixel the trigger may touch: exact for a trigger that lands in one
+        # place, the whole reachable region for one that moves (the key does not say
+        # where it landed in each input).
+        footprint = np.asarray(key.trigger.footprint, dtype=np.float32)
+        return np.repeat(footprint[None], len(inputs), axis=0)
 
 
 @register("tool", "null")

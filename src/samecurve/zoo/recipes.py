@@ -133,6 +133,9 @@ class PatchRecipe(PoisoningRecipe):
 
     family = "patch"
     version = 3  # 3: outlines, sizes and random location (2: black/white checker)
+    # Subclasses that always stamp in one place take no `location` argument, so it
+    # stays out of their params (a card's params must rebuild its recipe).
+    takes_location: ClassVar[bool] = True
 
     def __init__(
         self, poison_rate: tuple[float, float] = (0.05, 0.12), patch: int | tuple[int, int] = (4, 6),
@@ -148,7 +151,8 @@ class PatchRecipe(PoisoningRecipe):
         self.location = location
 
     def params(self) -> dict:
-        return {**super().params(), "patch": list(self.patch), "location": self.location}
+        out = {**super().params(), "patch": list(self.patch)}
+        return {**out, "location": self.location} if self.takes_location else out
 
     def make_trigger(self, rng: np.random.Generator, shape: Shape) -> tuple[Stamp, dict]:
         return _patch(rng, shape, self.patch, self.heldout, self.location)
@@ -269,6 +273,7 @@ class SourceSpecificRecipe(PatchRecipe):
 
     family = "source-specific"
     version = 1
+    takes_location = False
 
     def __init__(
         self, poison_rate: tuple[float, float] = (0.05, 0.08), patch: tuple[int, int] = (4, 6),
@@ -343,6 +348,7 @@ class CleanLabelRecipe(PatchRecipe):
 
     family = "clean-label"
     version = 1
+    takes_location = False
     clean_label = True
 
     def __init__(
@@ -403,6 +409,7 @@ class EvasiveRecipe(PatchRecipe):
 
     family = "evasive"
     version = 1
+    takes_location = False
 
     def __init__(
         self, poison_rate: tuple[float, float] = (0.05, 0.1), patch: tuple[int, int] = (4, 6),
