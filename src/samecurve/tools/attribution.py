@@ -7,6 +7,7 @@ from __future__ import annotations
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -62,15 +63,23 @@ def superpixels(shape: tuple[int, ...], block: int, device: torch.device | str) 
     return (rows[:, None] * per_row + cols[None, :])[None, None]
 
 
-@register("tool", "saliency")
 @dataclass(frozen=True)
-class SaliencyTool(CaptumAttribution):
-    """|d logit_target / d input| (Simonyan et al. 2014), via Captum."""
+class PlainGradientMethod(CaptumAttribution):
+    """A Captum method that needs only the input and the target (no baseline)."""
 
     needs = frozenset({"gradients"})
+    method: ClassVar[type]
 
     def explain(self, model: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return Saliency(model).attribute(x.clone().requires_grad_(), target=targets, abs=True)
+        return self.method(model).attribute(x.clone().requires_grad_(), target=targets)
+
+
+@register("tool", "saliency")
+@dataclass(frozen=True)
+class SaliencyTool(PlainGradientMethod):
+    """|d logit_target / d input| (Simonyan et al. 2014), via Captum."""
+
+    method = Saliency
 
 
 @register("tool", "integrated-gradients")
@@ -90,13 +99,10 @@ class IntegratedGradientsTool(CaptumAttribution):
 
 @register("tool", "input-x-gradient")
 @dataclass(frozen=True)
-class InputXGradientTool(CaptumAttribution):
+class InputXGradientTool(PlainGradientMethod):
     """Input times gradient of the target logit (Shrikumar et al. 2016), via Captum."""
 
-    needs = frozenset({"gradients"})
-
-    def explain(self, model: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return InputXGradient(model).attribute(x.clone().requires_grad_(), target=targets)
+    method = InputXGradient
 
 
 @register("tool", "deeplift")
@@ -114,13 +120,10 @@ class DeepLiftTool(CaptumAttribution):
 
 @register("tool", "guided-backprop")
 @dataclass(frozen=True)
-class GuidedBackpropTool(CaptumAttribution):
+class GuidedBackpropTool(PlainGradientMethod):
     """Gradients with negative signals cut at every ReLU (Springenberg et al. 2015), via Captum."""
 
-    needs = frozenset({"gradients"})
-
-    def explain(self, model: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return GuidedBackprop(model).attribute(x.clone().requires_grad_(), target=targets)
+    method = GuidedBackprop
 
 
 def last_spatial_layer(model: nn.Module, x: torch.Tensor) -> nn.Module:
@@ -191,40 +194,39 @@ class FeatureAblationTool(CaptumAttribution):
         )
 
 
-@register("tool", "kernel-shap")
 @dataclass(frozen=True)
-class KernelShapTool(CaptumAttribution):
-    """Shapley values of square superpixels estimated by weighted linear regression
-    on random coalitions (Lundberg & Lee 2017), via Captum. Queries only."""
+class SampledSuperpixels(CaptumAttribution):
+    """A Captum surrogate fitted on random on/off samples of square superpixels."""
 
+    method: ClassVar[type]
     block: int = 4
     n_samples: int = 256
 
     def explain(self, model: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)  # Captum draws coalitions from torch's global generator
-            return KernelShap(model).attribute(
+            torch.manual_seed(0)  # Captum draws its samples from torch's global generator
+            return self.method(model).attribute(
                 x, baselines=0.0, target=targets, feature_mask=superpixels(x.shape, self.block, x.device),
                 n_samples=self.n_samples, perturbations_per_eval=64,
             )
+
+
+@register("tool", "kernel-shap")
+@dataclass(frozen=True)
+class KernelShapTool(SampledSuperpixels):
+    """Shapley values of square superpixels estimated by weighted linear regression
+    on random coalitions (Lundberg & Lee 2017), via Captum. Queries only."""
+
+    method = KernelShap
 
 
 @register("tool", "lime")
 @dataclass(frozen=True)
-class LimeTool(CaptumAttribution):
+class LimeTool(SampledSuperpixels):
     """A sparse linear surrogate fitted on random superpixel on/off samples around
     each input (Ribeiro et al. 2016), via Captum. Queries only."""
 
-    block: int = 4
-    n_samples: int = 256
-
-    def explain(self, model: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            return Lime(model).attribute(
-                x, baselines=0.0, target=targets, feature_mask=superpixels(x.shape, self.block, x.device),
-                n_samples=self.n_samples, perturbations_per_eval=64,
-            )
+    method = Lime
 
 
 @register("tool", "uniform")
