@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from samecurve.api import Budget
 from samecurve.registry import UnknownName, get
+from samecurve.tools.combine import parse_ensemble
 from samecurve.zoo.builder import SubjectSpec
 from samecurve.zoo.train import TrainConfig
 
@@ -77,6 +78,15 @@ class ToolEntry(Strict):
         return self.label or self.name
 
 
+def _tool_entry(text: str) -> dict[str, Any]:
+    """`name`, or `ensemble(a, b, ...)` (labelled as written, members as its params)."""
+    members = parse_ensemble(text)
+    if members is None:
+        return {"name": text}
+    return {"name": "ensemble", "label": f"ensemble({', '.join(members)})",
+            "params": {"members": list(members)}}
+
+
 class TaskEntry(Strict):
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
@@ -113,7 +123,7 @@ class Suite(Strict):
                 f"entry {v.index(None)} is empty; write the null tool as \"null\" "
                 "(bare null is YAML for nothing)"
             )
-        return [{"name": t} if isinstance(t, str) else t for t in v] if isinstance(v, list) else v
+        return [_tool_entry(t) if isinstance(t, str) else t for t in v] if isinstance(v, list) else v
 
     @field_validator("tasks", mode="before")
     @classmethod

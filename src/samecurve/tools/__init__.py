@@ -3,6 +3,7 @@
 from samecurve.tools import (
     attribution,
     baselines,
+    combine,
     example_search,
     layer_norms,
     neural_cleanse,
@@ -12,6 +13,6 @@ from samecurve.tools import (
 )
 
 __all__ = [
-    "attribution", "baselines", "example_search", "layer_norms", "neural_cleanse",
+    "attribution", "baselines", "combine", "example_search", "layer_norms", "neural_cleanse",
     "poison_detectors", "strip", "weight_stats",
 ]
