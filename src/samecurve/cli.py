@@ -82,7 +82,9 @@ def ls(what: Annotated[str, typer.Argument(help="tools, tasks, recipes, archs or
         obj = get(kind, name)
         doc = (obj.__doc__ or "").strip().splitlines()
         extra = ""
-        if kind == "tool":
+        if kind == "tool" and obj.kind == "combination":
+            extra = " [dim](combination; answers and needs: its members')[/dim]"
+        elif kind == "tool":
             extra = f" [dim]({obj.kind}; answers {', '.join(sorted(obj.answers))}; needs {', '.join(sorted(obj.needs)) or 'queries only'})[/dim]"
         out.print(f"[bold]{name}[/bold]{extra}  {doc[0] if doc else ''}", highlight=False)
 
