@@ -3,7 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from samecurve.tools.neural_cleanse import anomaly_indices, index_to_probability
+from samecurve.tools.anomaly import index_to_probability
+from samecurve.tools.neural_cleanse import anomaly_indices
 
 
 def test_anomaly_index_by_hand() -> None:

@@ -10,7 +10,8 @@ from samecurve.api import Budget, Meter
 from samecurve.registry import get
 from samecurve.run.cell import CellJob, build_view
 from samecurve.run.suite import TaskEntry, ToolEntry, make_task
-from samecurve.tools.neural_cleanse import anomaly_indices, high_side_anomaly
+from samecurve.tools.anomaly import high_side_anomaly
+from samecurve.tools.neural_cleanse import anomaly_indices
 
 
 def _blobs(separated: bool, seed: int = 0) -> np.ndarray:

@@ -122,9 +122,11 @@ def run_suite(
         failed: list[dict[str, Any]] = []
         for job, outcome in pool.run(jobs):
             spec = job.payload.spec
-            if outcome.status == "ok":
-                pass
-            elif "BuildFailed" in outcome.error:
+            if outcome.status != "ok":
+                if "BuildFailed" not in outcome.error:
+                    raise RunError(
+                        f"could not build subject {spec.recipe} seed {spec.seed}: {outcome.error}"
+                    )
                 # A recipe that missed its gate on every attempt is left out and
                 # named in the report; the other subjects still count.
                 why = outcome.error.strip().splitlines()[-1].split(": ", 1)[-1]
@@ -133,10 +135,6 @@ def run_suite(
                 console.print(f"[yellow]left out[/yellow] {spec.recipe} seed {spec.seed}: {why}")
                 bar.update(t, advance=1)
                 continue
-            else:
-                raise RunError(
-                    f"could not build subject {spec.recipe} seed {spec.seed}: {outcome.error}"
-                )
             card, arrays = outcome.value
             store.put_subject(card, arrays)
             bar.update(t, advance=1, note=f"{card['id']} acc={card['clean_accuracy']:.2f}")

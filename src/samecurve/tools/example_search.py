@@ -15,8 +15,8 @@ from torch.nn import functional as F
 
 from samecurve.api import CaseView, Finding
 from samecurve.registry import register
+from samecurve.tools.anomaly import high_side_anomaly, index_to_probability
 from samecurve.tools.base import ToolBase, clean_inputs
-from samecurve.tools.neural_cleanse import high_side_anomaly, index_to_probability
 
 Transform = Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
 

@@ -15,26 +15,13 @@ from torch.nn import functional as F
 
 from samecurve.api import CaseView, Finding, Trigger
 from samecurve.registry import register
+from samecurve.tools.anomaly import high_side_anomaly, index_to_probability
 from samecurve.tools.base import ToolBase, clean_inputs
-
-MAD_CONSISTENCY = 1.4826  # makes the MAD a consistent estimator of a normal's sigma
-
-
-def high_side_anomaly(scores: np.ndarray) -> np.ndarray:
-    """(score - median) / (1.4826 MAD) over labels: how far each sits above the rest."""
-    median = np.median(scores)
-    mad = MAD_CONSISTENCY * np.median(np.abs(scores - median))
-    return (scores - median) / max(mad, 1e-8)
 
 
 def anomaly_indices(norms: np.ndarray) -> np.ndarray:
     """Small-side anomaly index of each label's mask norm: (median - norm) / (1.4826 MAD)."""
     return high_side_anomaly(-np.asarray(norms, dtype=float))
-
-
-def index_to_probability(index: float, threshold: float = 2.0, slope: float = 2.0) -> float:
-    """A logistic read of the anomaly index, 0.5 at the paper's threshold of 2."""
-    return float(1.0 / (1.0 + np.exp(-slope * (index - threshold))))
 
 
 @register("tool", "neural-cleanse")

@@ -17,8 +17,8 @@ from sklearn.metrics import silhouette_score
 
 from samecurve.api import CaseView, Finding
 from samecurve.registry import register
+from samecurve.tools.anomaly import high_side_anomaly, index_to_probability
 from samecurve.tools.base import ToolBase
-from samecurve.tools.neural_cleanse import high_side_anomaly, index_to_probability
 from samecurve.zoo.archs import penultimate_features
 
 
