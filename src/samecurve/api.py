@@ -267,6 +267,9 @@ class CaseView:
     device: str
     meter: Meter
     answer_key: AnswerKey | None = None
+    # In a pipeline (`a>b`), what the earlier stage found: b may start from a's
+    # suspected targets and trigger region. None for a tool run on its own.
+    prior: Finding | None = None
 
     def time_left(self) -> float:
         return self.meter.time_left()

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from conftest import tiny_suite_text
-from samecurve.api import Budget, Meter
+from samecurve.api import Budget, Finding, Meter
 from samecurve.registry import get
 from samecurve.run.cell import CellJob, build_view
 from samecurve.run.suite import SuiteError, TaskEntry, ToolEntry, make_task, parse_suite
-from samecurve.tools.combine import borda, parse_ensemble
+from samecurve.tools.combine import attribution_prior, borda, parse_ensemble, parse_pipeline
 
 
 def test_borda_by_hand() -> None:
@@ -35,7 +35,7 @@ def test_suite_shorthand_and_one_line_errors() -> None:
     assert entry.params == {"members": ["neural-cleanse", "strip"]}
     with pytest.raises(SuiteError, match="did you mean 'strip'"):
         parse_suite(tiny_suite_text('["ensemble(neural-cleanse, stirp)"]'))
-    with pytest.raises(SuiteError, match="two or more members"):
+    with pytest.raises(SuiteError, match="two or more tools"):
         parse_suite(tiny_suite_text('["ensemble(strip)"]'))
 
 
@@ -66,3 +66,63 @@ def test_ensemble_pools_its_members(patch_subject, cache) -> None:
     parts = [np.abs(get("tool", m)().attribute(view, x, t)) for m in members[2:]]
     expected = np.mean([p / p.reshape(3, -1).max(1)[:, None, None] for p in parts], axis=0)
     np.testing.assert_allclose(maps, expected, rtol=1e-5)
+
+
+def test_parse_pipeline_and_suite_shorthand() -> None:
+    assert parse_pipeline("integrated-gradients>neural-cleanse") == ("integrated-gradients", "neural-cleanse")
+    assert parse_pipeline(" a > b > c ") == ("a", "b", "c")
+    assert parse_pipeline("strip") is None and parse_pipeline("ensemble(a, b)") is None
+    suite = parse_suite(tiny_suite_text('["saliency>neural-cleanse"]'))
+    entry = suite.tools[0]
+    assert entry.name == "pipeline" and entry.display == "saliency>neural-cleanse"
+    assert entry.params == {"stages": ["saliency", "neural-cleanse"]}
+    with pytest.raises(SuiteError, match="cannot contain 'ensemble'"):
+        parse_suite(tiny_suite_text('["ensemble>strip"]'))
+    with pytest.raises(SuiteError, match="did you mean 'strip'"):
+        parse_suite(tiny_suite_text('["stirp>neural-cleanse"]'))
+
+
+def test_pipeline_needs_what_its_attribution_stage_looks_at() -> None:
+    tool = get("tool", "pipeline")(stages=("saliency", "neural-cleanse"))
+    assert tool.needs == {"gradients", "clean_data", "train_data"}
+    assert tool.answers == {"detect", "target", "trigger", "attribution"}
+
+
+class _Says:
+    """A stage that records the prior it saw and answers what it is told."""
+
+    answers = frozenset({"detect", "target"})
+
+    def __init__(self, finding: Finding) -> None:
+        self.finding, self.saw = finding, "unset"
+
+    def discover(self, view):
+        self.saw = view.prior
+        return self.finding
+
+
+def test_pipeline_passes_each_finding_on_and_later_stages_override(patch_subject, cache) -> None:
+    pipe = get("tool", "pipeline")(stages=("strip", "activation-clustering"))
+    first = _Says(Finding(trojan_probability=0.9, targets=(3, 1), notes={"a": 1.0}))
+    second = _Says(Finding(targets=(1,), notes={"b": 2.0}))
+    object.__setattr__(pipe, "_tools", (first, second))
+    found = pipe.discover(_view(pipe, patch_subject, cache))
+    assert first.saw is None and second.saw is first.finding
+    assert found.trojan_probability == 0.9  # the second stage gave none: the first's stands
+    assert found.targets == (1,)
+    assert dict(found.notes) == {"0.a": 1.0, "1.b": 2.0}
+
+
+def test_attribution_prior_finds_a_fixed_patch_in_the_training_sample(population, cache) -> None:
+    """Saliency over the training sample concentrates on the patch of the target's
+    poisoned inputs. Measured on the two tiny patch subjects: the target ranks 1st
+    on both, and the prior region peaks inside the footprint."""
+    for subject in (s for s in population if s.family == "patch"):
+        pipe = get("tool", "pipeline")(stages=("saliency", "neural-cleanse"))
+        view = _view(pipe, subject, cache)
+        prior = attribution_prior(get("tool", "saliency")(), view)
+        key = subject.answer_key
+        assert prior.targets[0] == key.target, (subject.id, prior.targets[:3], prior.notes)
+        mask = prior.trigger.mask
+        peak = np.unravel_index(np.argmax(mask), mask.shape)
+        assert key.trigger.footprint[peak], (subject.id, peak)

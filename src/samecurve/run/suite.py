@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from samecurve.api import Budget
 from samecurve.registry import UnknownName, get
-from samecurve.tools.combine import parse_ensemble
+from samecurve.tools.combine import parse_ensemble, parse_pipeline
 from samecurve.zoo.builder import SubjectSpec
 from samecurve.zoo.train import TrainConfig
 
@@ -79,12 +79,15 @@ class ToolEntry(Strict):
 
 
 def _tool_entry(text: str) -> dict[str, Any]:
-    """`name`, or `ensemble(a, b, ...)` (labelled as written, members as its params)."""
+    """`name`, `ensemble(a, b, ...)` or `a>b` (labelled as written, parts as params)."""
     members = parse_ensemble(text)
-    if members is None:
-        return {"name": text}
-    return {"name": "ensemble", "label": f"ensemble({', '.join(members)})",
-            "params": {"members": list(members)}}
+    if members is not None:
+        return {"name": "ensemble", "label": f"ensemble({', '.join(members)})",
+                "params": {"members": list(members)}}
+    stages = parse_pipeline(text)
+    if stages is not None:
+        return {"name": "pipeline", "label": ">".join(stages), "params": {"stages": list(stages)}}
+    return {"name": text}
 
 
 class TaskEntry(Strict):

@@ -42,3 +42,14 @@ def normalise_maps(maps: np.ndarray) -> np.ndarray:
     """(N, C, H, W) or (N, H, W) attributions -> (N, H, W) magnitudes."""
     maps = np.abs(np.asarray(maps, dtype=np.float32))
     return maps.sum(1) if maps.ndim == 4 else maps
+
+
+def prior_region(view: CaseView) -> np.ndarray | None:
+    """(H, W) in [0, 1]: where an earlier pipeline stage located the trigger, scaled
+    to a peak of 1; None when there is no earlier stage or it found no place."""
+    if view.prior is None or view.prior.trigger is None:
+        return None
+    trig = view.prior.trigger
+    region = np.asarray(getattr(trig, "mask", trig.footprint), dtype=np.float32)
+    peak = float(region.max())
+    return region / peak if peak > 0 else None

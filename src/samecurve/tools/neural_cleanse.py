@@ -3,7 +3,9 @@ label, the smallest mask and pattern that send clean inputs to it; a label whose
 mask is anomalously small (MAD anomaly index > 2) is the trojan target.
 
 All candidate labels are optimised together in one batched problem (K masks,
-K patterns, one forward pass over K x B stamped inputs), not a loop over labels."""
+K patterns, one forward pass over K x B stamped inputs), not a loop over labels.
+In a pipeline, a prior trigger region (from an attribution stage, say) makes
+mask pixels inside it cheaper, so the search looks there first."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from torch.nn import functional as F
 from samecurve.api import CaseView, Finding, Trigger
 from samecurve.registry import register
 from samecurve.tools.anomaly import high_side_anomaly, index_to_probability
-from samecurve.tools.base import ToolBase, clean_inputs
+from samecurve.tools.base import ToolBase, clean_inputs, prior_region
 
 
 def anomaly_indices(norms: np.ndarray) -> np.ndarray:
@@ -44,6 +46,7 @@ class NeuralCleanse(ToolBase):
     cost_up: float = 1.5
     cost_down: float = 1.5**1.5
     threshold: float = 2.0
+    prior_discount: float = 0.75  # share of the mask cost waived inside a prior region
 
     def discover(self, view: CaseView) -> Finding:
         model, device = view.model, view.device
@@ -61,6 +64,10 @@ class NeuralCleanse(ToolBase):
         best_norm = torch.full((k,), float("inf"), device=device)
         best_mask = torch.sigmoid(mask_logit.detach()).clone()
         best_pattern = torch.sigmoid(pattern_logit.detach()).clone()
+        pixel_cost = torch.ones(1, h, w, device=device)
+        region = prior_region(view)
+        if region is not None:
+            pixel_cost = pixel_cost - self.prior_discount * torch.as_tensor(region, device=device)
         for _ in range(self.steps):
             if view.time_left() < 2.0:
                 break
@@ -71,7 +78,7 @@ class NeuralCleanse(ToolBase):
             stamped = (1 - mask[:, None]) * x[None] + mask[:, None] * pattern[:, None]
             logits = model(stamped.reshape(k * self.batch_size, c, h, w))
             ce = F.cross_entropy(logits, labels, reduction="none").view(k, -1).mean(1)
-            norm = mask.view(k, -1).sum(1)
+            norm = (mask * pixel_cost).view(k, -1).sum(1)
             # autograd.grad leaves the model's own .grad fields untouched.
             grads = torch.autograd.grad((ce + cost * norm).sum(), [mask_logit, pattern_logit])
             mask_logit.grad, pattern_logit.grad = grads
@@ -93,7 +100,7 @@ class NeuralCleanse(ToolBase):
                 up = torch.where(raise_cost, torch.zeros_like(up), up)
                 down = torch.where(lower_cost, torch.zeros_like(down), down)
         # Labels that never reached the threshold keep their last mask's norm.
-        final = torch.sigmoid(mask_logit.detach()).view(k, -1).sum(1)
+        final = (torch.sigmoid(mask_logit.detach()) * pixel_cost).view(k, -1).sum(1)
         reached = torch.isfinite(best_norm)
         norms = torch.where(reached, best_norm, final).cpu().numpy()
         masks = torch.where(reached[:, None, None, None], best_mask, torch.sigmoid(mask_logit.detach()))
