@@ -73,6 +73,7 @@ def test_random_is_at_chance(graded) -> None:
     assert r["trigger_iou"].mean < 0.2
     assert r["attribution_corr"].mean < 0.2
     assert r["pointing_game"].mean < 0.3
+    assert r["rediscovery"].mean < 0.35  # chance 1/8: 3 subjects x 20 noise triggers
     assert board.rows[0].tool == "oracle"  # oracles are listed first, never ranked
 
 
@@ -80,6 +81,7 @@ def test_chance_levels(board) -> None:
     assert board.chance["auroc"] == 0.5
     assert board.chance["aupr"] == pytest.approx(0.5)  # 3 trojaned of 6
     assert board.chance["target_top1"] == pytest.approx(0.1)
+    assert board.chance["rediscovery"] == pytest.approx(1 / 8)
     assert math.isfinite(board.chance["trigger_efficacy"])  # measured from the random tool
 
 

@@ -95,6 +95,7 @@ def _gallery(run: RunData, task: str, limit: int = 12) -> list[GalleryItem]:
             )
             art = cell.artifacts if cell else {}
             prob = cell.metrics.get("probability") if cell else None
+            chosen = cell.metrics.get("rediscovery") if cell else None
             targets = art.get("targets")
             outputs.append(
                 ToolOutput(
@@ -104,6 +105,7 @@ def _gallery(run: RunData, task: str, limit: int = 12) -> list[GalleryItem]:
                     trigger_mask=art.get("trigger_mask"),
                     trigger_pattern=art.get("trigger_pattern"),
                     attribution=art.get("attribution"),
+                    rediscovered=None if chosen is None else bool(chosen),
                 )
             )
         items.append(

@@ -151,6 +151,8 @@ def trigger_row(item: GalleryItem) -> bytes:
             ax.title.set_color(colour)
             continue
         ax.imshow(_composite(out.trigger_mask, out.trigger_pattern), **imshow)
+        if out.rediscovered is not None:  # the 8-way evaluator's verdict on this reconstruction
+            title += "\npicked: true" if out.rediscovered else "\npicked: other"
         _panel(ax, title, colour)
     return _png(fig)
 

@@ -76,6 +76,7 @@ class ToolOutput:
     trigger_mask: np.ndarray | None  # (H, W) in [0, 1]
     trigger_pattern: np.ndarray | None  # (3, H, W) in [0, 1]
     attribution: np.ndarray | None  # (H, W), any sign and scale
+    rediscovered: bool | None = None  # did the evaluator pick the true trigger from this one
 
 
 @dataclass(frozen=True, eq=False)

@@ -86,6 +86,7 @@ class CellJob:
     device: str
     cache_root: str
     references: tuple[str, ...] = ()
+    support: tuple[str, ...] = ()  # ids of the task's own grader models (cached)
 
     @property
     def key(self) -> CellKey:
@@ -142,12 +143,13 @@ def execute(job: CellJob) -> CellResult:
     handles: list[Any] = []
     try:
         view = build_view(job, task, tool, subject, meter)
+        support = tuple(load_subject(job.cache_root, s) for s in job.support)
         inner = view.model._hidden if isinstance(view.model, QueryOnly) else view.model
         handles = attach_meter(inner, meter)
         meter.started = time.monotonic()  # data preparation is not the tool's time
         torch.manual_seed(view.seed)
         np.random.seed(view.seed)
-        metrics, artifacts = task.run(tool, view, subject)
+        metrics, artifacts = task.run(tool, view, subject, support)
         if meter.seconds > job.budget.seconds + GRACE_SECONDS:
             raise BudgetExceeded(f"took {meter.seconds:.1f}s > budget {job.budget.seconds:g}s")
     except BudgetExceeded as exc:

@@ -20,7 +20,7 @@ from samecurve.api import Trigger
 from samecurve.run.cell import CellJob, cell_config, floor_result
 from samecurve.run.pool import Job, Pool
 from samecurve.run.store import Store
-from samecurve.run.suite import Suite
+from samecurve.run.suite import Suite, make_task
 from samecurve.zoo.builder import SubjectSpec, build, clean_split
 from samecurve.zoo.cache import Cache
 
@@ -110,18 +110,25 @@ def run_suite(
     store.set_meta("device", device)
     started = time.monotonic()
     specs = suite.subject_specs()
+    support = _support_specs(suite, specs)
     everything = specs + suite.reference_specs()
     pool = Pool(workers)
     with _progress(console, progress) as bar:
         known = store.subjects()
         todo = [s for s in everything if s.id not in known or not cache.has(s.id)]
-        t = bar.add_task(
-            "subjects", total=len(everything), completed=len(everything) - len(todo), note=""
-        )
+        todo += [s for s in support if not cache.has(s.id)]
+        total = len(everything) + len(support)
+        t = bar.add_task("subjects", total=total, completed=total - len(todo), note="")
         jobs = [Job("build", BuildJob(s, str(cache.root))) for s in todo]
         failed: list[dict[str, Any]] = []
+        support_ids = {s.id for s in support}
         for job, outcome in pool.run(jobs):
             spec = job.payload.spec
+            if spec.id in support_ids:  # graders' own models: cached, never graded or shown
+                if outcome.status != "ok":
+                    raise RunError(f"could not build the {spec.recipe} grader model {spec.id}: {outcome.error}")
+                bar.update(t, advance=1, note=f"grader model {spec.id}")
+                continue
             if outcome.status != "ok":
                 if "BuildFailed" not in outcome.error:
                     raise RunError(
@@ -160,6 +167,17 @@ def run_suite(
     return store
 
 
+def _support_specs(suite: Suite, specs: list[SubjectSpec]) -> list[SubjectSpec]:
+    """Models the tasks grade with (the rediscovery evaluator), one per distinct spec."""
+    found: dict[str, SubjectSpec] = {}
+    for entry in suite.tasks:
+        task = make_task(entry)
+        for spec in specs:
+            for s in getattr(task, "support_specs", lambda _s: [])(spec):
+                found.setdefault(s.id, s)
+    return list(found.values())
+
+
 def _cell_jobs(
     suite: Suite, specs: list[SubjectSpec], device: str, cache: Cache, store: Store
 ) -> list[Job]:
@@ -170,14 +188,17 @@ def _cell_jobs(
     limit = budget.seconds * HARD_LIMIT_FACTOR + HARD_LIMIT_GRACE
     jobs = []
     for task in suite.tasks:
+        graders = getattr(make_task(task), "support_specs", lambda _s: [])
         for tool in suite.tools:
             config = cell_config(task, tool)
-            for sid in ids:
+            for spec in specs:
+                sid = spec.id
                 for seed in suite.seeds:
                     if (task.name, tool.display, config, sid, seed) in done:
                         continue
                     refs = reference_ids or tuple(r for r in ids if r != sid)
-                    cell = CellJob(task, tool, sid, seed, budget, device, str(cache.root), refs)
+                    support = tuple(s.id for s in graders(spec))
+                    cell = CellJob(task, tool, sid, seed, budget, device, str(cache.root), refs, support)
                     jobs.append(Job("cell", cell, limit))
     return jobs
 

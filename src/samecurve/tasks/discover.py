@@ -34,7 +34,8 @@ from samecurve.metrics import (
     target_top1,
 )
 from samecurve.registry import register
-from samecurve.zoo.builder import clean_split, training_sample
+from samecurve.tasks.rediscovery import CHOICES, evaluator_spec, judge
+from samecurve.zoo.builder import SubjectSpec, clean_split, training_sample
 from samecurve.zoo.train import predict
 
 # Per-cell raw values that population metrics are computed from.
@@ -55,6 +56,10 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("trigger_efficacy", "trigger",
                description="Attack success of the recovered trigger on fresh held-out inputs "
                            "of other classes, towards the true target."),
+    MetricSpec("rediscovery", "trigger",
+               description="Share of trojaned subjects for which an independent evaluator, "
+                           "shown the recovered trigger, picks the true trigger out of 8 "
+                           "candidates from the family's bank (chance 0.125)."),
     MetricSpec("trigger_iou", "trigger",
                description="IoU of the recovered mask (>= half its peak) with the true footprint "
                            "(triggers that land in one place only)."),
@@ -79,6 +84,11 @@ class DiscoverTask:
     train_examples: int = 512
     heldout_examples: int = 512
     attribution_examples: int = 16
+    rediscovery: bool = True  # grade recovered triggers by the 8-way evaluator
+
+    def support_specs(self, spec: SubjectSpec) -> list[SubjectSpec]:
+        """The grader models the runner builds for a subject: its dataset's evaluator."""
+        return [evaluator_spec(spec)] if self.rediscovery else []
 
     def view_data(self, subject: Subject, needs: frozenset[str]) -> dict[str, Split | None]:
         """The data a tool may see; only what it declared."""
@@ -89,8 +99,11 @@ class DiscoverTask:
             if "train_data" in needs else None,
         }
 
-    def run(self, tool: Any, view: CaseView, subject: Subject) -> tuple[dict, dict]:
-        """Call the tool, score it; returns (metrics, artifacts for the report)."""
+    def run(
+        self, tool: Any, view: CaseView, subject: Subject, support: Sequence[Subject] = ()
+    ) -> tuple[dict, dict]:
+        """Call the tool, score it; returns (metrics, artifacts for the report).
+        `support` holds the grader models of `support_specs` (the evaluator)."""
         metrics: dict[str, float] = {}
         artifacts: dict[str, np.ndarray] = {}
         key = subject.answer_key
@@ -116,6 +129,8 @@ class DiscoverTask:
         others = _eligible(heldout, trojan)
         if "trigger" in answers:
             metrics.update(self.score_trigger(finding.trigger, subject, trojan, others, view.device))
+            if support:
+                metrics["rediscovery"] = judge(support[0]).rediscovered(subject, finding.trigger, trojan.trigger)
         if "attribution" in answers and trojan.trigger.localised:
             x, t, fp = self.attribution_inputs(subject, trojan, others, view.device)
             maps = tool.attribute(view, x, t) if hasattr(tool, "attribute") else None
@@ -176,6 +191,8 @@ class DiscoverTask:
             trojan = key.trojans[0]
             if "trigger" in tool.answers:
                 metrics.update(_trigger_floor(trojan))
+                if self.rediscovery:
+                    metrics["rediscovery"] = 0.0
             if "attribution" in tool.answers and trojan.trigger.localised:
                 metrics.update(attribution_corr=0.0, pointing_game=0.0)
         return metrics
@@ -195,6 +212,7 @@ class DiscoverTask:
             "fpr95": 0.95,
             "brier": prevalence * (1 - prevalence),
             "target_top1": 1.0 / num_classes,
+            "rediscovery": 1.0 / CHOICES,
         }
         return table.get(metric, float("nan"))
 

@@ -56,6 +56,20 @@ class SubjectSpec:
         if self.population not in POPULATIONS:
             raise ValueError(f"population must be one of {POPULATIONS}, got {self.population!r}")
 
+    @classmethod
+    def from_card(cls, card: Mapping[str, Any]) -> SubjectSpec:
+        """The spec a subject was built from, read back from its card."""
+        return cls(
+            recipe=card["recipe"],
+            seed=card["seed"],
+            recipe_params=card["recipe_params"],
+            dataset=card["dataset"],
+            dataset_params=card["dataset_params"],
+            arch=card["arch"],
+            train=TrainConfig(**card["train"]),
+            population=card.get("population", "test"),
+        )
+
     def make_recipe(self) -> Any:
         return get("recipe", self.recipe)(**self.recipe_params)
 
@@ -249,16 +263,7 @@ def training_sample(subject: Subject, n: int, seed: int = 0) -> Split:
     """A random sample of the training set the subject really saw, poison included
     (what activation clustering, spectral signatures and STRIP inspect)."""
     card = subject.card
-    spec = SubjectSpec(
-        recipe=card["recipe"],
-        seed=card["seed"],
-        recipe_params=card["recipe_params"],
-        dataset=card["dataset"],
-        dataset_params=card["dataset_params"],
-        arch=card["arch"],
-        train=TrainConfig(**card["train"]),
-        population=card.get("population", "test"),
-    )
+    spec = SubjectSpec.from_card(card)
     key = subject.answer_key
     rate = card["answer_key"]["plan_rate"]
     plan = Plan(trojans=key.trojans, poison_rate=rate)
