@@ -17,7 +17,18 @@ from samecurve.run.cell import CellJob, attach_meter, build_view
 from samecurve.run.suite import TaskEntry, ToolEntry, make_task
 
 TOOLS = [n for n in names("tool")]
-FAST = {"neural-cleanse": {"steps": 8}, "integrated-gradients": {"n_steps": 4}}
+FAST = {
+    "neural-cleanse": {"steps": 8},
+    "integrated-gradients": {"n_steps": 4},
+    "tabor": {"steps": 8},
+    "k-arm": {"warmup_steps": 10, "pulls": 4},
+    "adversarial-patch": {"steps": 4},
+    "feature-viz": {"steps": 4},
+    "natural-patch-search": {"candidates": 64, "refine_inputs": 8},
+    "feature-level-adversary": {"vae_steps": 10, "steps": 2, "eval_inputs": 4, "place_stride": 12},
+    "meta-classifier": {"steps": 8},
+    "pipeline": {"stages": ("saliency", "strip")},
+}
 
 
 def _hooks(model: torch.nn.Module) -> int:

@@ -3,16 +3,24 @@
 from samecurve.tools import (
     attribution,
     baselines,
+    class_synthesis,
     combine,
     example_search,
+    feature_level_adversary,
+    k_arm,
     layer_norms,
+    meta_classifier,
+    natural_patch_search,
     neural_cleanse,
     poison_detectors,
     strip,
+    tabor,
     weight_stats,
 )
 
 __all__ = [
-    "attribution", "baselines", "combine", "example_search", "layer_norms", "neural_cleanse",
-    "poison_detectors", "strip", "weight_stats",
+    "attribution", "baselines", "class_synthesis", "combine", "example_search",
+    "feature_level_adversary", "k_arm", "layer_norms", "meta_classifier",
+    "natural_patch_search", "neural_cleanse", "poison_detectors", "strip", "tabor",
+    "weight_stats",
 ]
