@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from cases import discover
 from torch.nn import functional as F
 
 import samecurve.tools.class_synthesis  # noqa: F401  (registers the tools)
-from samecurve.api import Budget, Meter
-from samecurve.registry import get
-from samecurve.run.cell import CellJob, build_view
-from samecurve.run.suite import TaskEntry, ToolEntry, make_task
 from samecurve.tools.class_synthesis import (
     flip_rates,
     fourier_scale,
@@ -89,12 +86,7 @@ def test_fourier_scale_decays_with_frequency() -> None:
 
 
 def _finding(name: str, subject, cache):
-    entry = ToolEntry(name=name)
-    tool = get("tool", name)()
-    task = make_task(TaskEntry(name="discover"))
-    job = CellJob(TaskEntry(name="discover"), entry, subject.id, 0, Budget(seconds=60), "cpu",
-                  str(cache.root), ())
-    return tool.discover(build_view(job, task, tool, subject, Meter(job.budget)))
+    return discover(name, subject, cache)
 
 
 # Measured with the defaults on the two tiny patch subjects, 3 seeds each: both tools

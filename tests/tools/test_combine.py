@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from cases import case_view
 
 from conftest import tiny_suite_text
-from samecurve.api import Budget, Finding, Meter
+from samecurve.api import Finding
 from samecurve.registry import get
-from samecurve.run.cell import CellJob, build_view
-from samecurve.run.suite import SuiteError, TaskEntry, ToolEntry, make_task, parse_suite
+from samecurve.run.suite import SuiteError, parse_suite
 from samecurve.tools.combine import attribution_prior, borda, parse_ensemble, parse_pipeline
 
 
@@ -46,10 +46,7 @@ def test_needs_and_answers_are_the_members_union() -> None:
 
 
 def _view(tool, subject, cache):
-    task = make_task(TaskEntry(name="discover"))
-    job = CellJob(TaskEntry(name="discover"), ToolEntry(name="ensemble"), subject.id, 0,
-                  Budget(seconds=60), "cpu", str(cache.root), ())
-    return build_view(job, task, tool, subject, Meter(job.budget))
+    return case_view(tool, subject, cache)
 
 
 def test_ensemble_pools_its_members(patch_subject, cache) -> None:

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from cases import discover
 
 import samecurve.tools.feature_level_adversary  # noqa: F401  (registers the tool)
-from samecurve.api import Budget, Meter
 from samecurve.registry import get
-from samecurve.run.cell import CellJob, build_view
-from samecurve.run.suite import TaskEntry, ToolEntry, make_task
 from samecurve.tools.feature_level_adversary import PatchVAE, total_variation, train_patch_vae
 from samecurve.tools.natural_patch_search import cut_patches
 from samecurve.zoo.builder import clean_split
@@ -70,12 +68,7 @@ def test_training_leaves_the_global_rng_alone() -> None:
 
 
 def _finding(subject, cache):
-    entry = ToolEntry(name="feature-level-adversary")
-    tool = get("tool", entry.name)()
-    task = make_task(TaskEntry(name="discover"))
-    job = CellJob(TaskEntry(name="discover"), entry, subject.id, 0, Budget(seconds=60), "cpu",
-                  str(cache.root), ())
-    return tool.discover(build_view(job, task, tool, subject, Meter(job.budget)))
+    return discover("feature-level-adversary", subject, cache)
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from cases import case_view
 
 import samecurve.tools.k_arm  # noqa: F401  (registers the tool)
-from samecurve.api import Budget, Meter
 from samecurve.registry import get
-from samecurve.run.cell import CellJob, build_view
-from samecurve.run.suite import TaskEntry, ToolEntry, make_task
+from samecurve.run.suite import TaskEntry, make_task
 from samecurve.tools.k_arm import choose_arm, per_pull_fall, promise, ratio_to_probability
 
 INF = float("inf")
@@ -65,12 +64,9 @@ def test_ratio_probability_by_hand() -> None:
 
 
 def _run(subject, cache):
-    entry = ToolEntry(name="k-arm")
     tool = get("tool", "k-arm")()
     task = make_task(TaskEntry(name="discover"))
-    job = CellJob(TaskEntry(name="discover"), entry, subject.id, 0, Budget(seconds=60), "cpu",
-                  str(cache.root), ())
-    view = build_view(job, task, tool, subject, Meter(job.budget))
+    view = case_view(tool, subject, cache)
     metrics, artifacts = task.run(tool, view, subject)
     return metrics, artifacts
 

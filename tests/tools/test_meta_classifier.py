@@ -7,13 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from cases import case_view
 from torch import nn
 
 import samecurve.tools.meta_classifier  # noqa: F401  (registers the tool)
 from samecurve.api import Budget, CaseView, Meter, ReferenceModel
 from samecurve.registry import get
-from samecurve.run.cell import CellJob, QueryOnly, build_view
-from samecurve.run.suite import TaskEntry, ToolEntry, make_task
+from samecurve.run.cell import QueryOnly
 from samecurve.tools.meta_classifier import balanced_batch
 
 SHAPE = (3, 8, 8)
@@ -93,12 +93,9 @@ def test_no_answer_without_two_labelled_kinds(refs) -> None:
 
 def _probability(subject, population, cache) -> float:
     """As the runner does it: the other subjects of the population as references."""
-    entry = ToolEntry(name="meta-classifier")
     tool = get("tool", "meta-classifier")()
-    task = make_task(TaskEntry(name="discover"))
-    job = CellJob(TaskEntry(name="discover"), entry, subject.id, 0, Budget(seconds=60), "cpu",
-                  str(cache.root), tuple(s.id for s in population if s.id != subject.id))
-    return tool.discover(build_view(job, task, tool, subject, Meter(job.budget))).trojan_probability
+    refs = tuple(s.id for s in population if s.id != subject.id)
+    return tool.discover(case_view(tool, subject, cache, refs)).trojan_probability
 
 
 def test_leave_one_out_on_the_tiny_population(population, cache) -> None:

@@ -6,12 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from cases import discover
 
 import samecurve.tools.natural_patch_search  # noqa: F401  (registers the tool)
-from samecurve.api import Budget, Meter
-from samecurve.registry import get
-from samecurve.run.cell import CellJob, build_view
-from samecurve.run.suite import TaskEntry, ToolEntry, make_task
 from samecurve.tools.natural_patch_search import (
     drop_own_class,
     flip_rates,
@@ -89,12 +86,7 @@ def test_rank_classes_by_hand() -> None:
 
 
 def _finding(subject, cache):
-    entry = ToolEntry(name="natural-patch-search")
-    tool = get("tool", entry.name)()
-    task = make_task(TaskEntry(name="discover"))
-    job = CellJob(TaskEntry(name="discover"), entry, subject.id, 0, Budget(seconds=60), "cpu",
-                  str(cache.root), ())
-    return tool.discover(build_view(job, task, tool, subject, Meter(job.budget)))
+    return discover("natural-patch-search", subject, cache)
 
 
 @pytest.fixture(scope="module")

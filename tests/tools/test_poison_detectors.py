@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from cases import discover
 
-from samecurve.api import Budget, Meter
 from samecurve.registry import get
-from samecurve.run.cell import CellJob, build_view
-from samecurve.run.suite import TaskEntry, ToolEntry, make_task
 from samecurve.tools.anomaly import high_side_anomaly
 from samecurve.tools.neural_cleanse import anomaly_indices
 
@@ -44,13 +42,7 @@ def test_anomaly_index_sides_mirror() -> None:
 
 
 def _finding(name: str, subject, cache):
-    entry = ToolEntry(name=name)
-    tool = get("tool", name)()
-    task = make_task(TaskEntry(name="discover"))
-    job = CellJob(TaskEntry(name="discover"), entry, subject.id, 0, Budget(seconds=60), "cpu",
-                  str(cache.root), ())
-    view = build_view(job, task, tool, subject, Meter(job.budget))
-    return tool.discover(view)
+    return discover(name, subject, cache)
 
 
 # Measured on the tiny subjects (3000 images, 8 epochs; weak models): activation
