@@ -63,18 +63,24 @@ class Tabor(ToolBase):
     needs = frozenset({"gradients", "clean_data"})
     answers = frozenset({"detect", "target", "trigger"})
 
-    # Measured on the tiny population (2 patch, 3 clean subjects, 3 seeds): 120 steps at
-    # lr 0.5 with a quicker cost schedule (3e-3, patience 5) ranked the target first in 6/6
-    # runs, ~4.5 CPU-seconds a subject; with NC's lr 0.2, cost 1e-3, patience 10 the masks
-    # had not shrunk by then. Without the TABOR terms: ranks [3, 2, 3, 1, 3, 1].
-    steps: int = 120
-    batch_size: int = 8
+    # Measured on the tiny population (two trainings of it, 2 patch subjects, 4 seeds each).
+    # The hard part is finding where a planted patch sits: a label's mask mostly settles
+    # on some natural trigger of similar size, and when it lands on the planted one its
+    # L1 is half the others'. Starting from half-open masks (logit 0) with 3 restarts a
+    # label found it about twice as often as NC's start (logits -3..-1, 1 restart): the
+    # harder subject's target ranked [1, 3, 1, 1] and [3, 3, 1, 3] (NC's start:
+    # [6, 1, 2, 4] and [1, 1, 1, 1], but there its label-2 mask sat off the planted patch
+    # in 3 of 4 runs), the other subject's first in all. lr 0.5 with a quick cost schedule
+    # (3e-3, patience 5): with NC's lr 0.2, 1e-3, patience 10 masks had not shrunk yet.
+    # 80 steps x 3 restarts x 4 inputs: ~6 CPU-seconds a subject.
+    steps: int = 80
+    batch_size: int = 4  # clean inputs per trigger per step
     lr: float = 0.5
     init_cost: float = 3e-3
-    mask_init: float = -2.0  # mean initial mask logit
-    mask_noise: float = 1.0  # initial mask logits uniform within +-mask_noise of mask_init
+    mask_init: float = 0.0  # mean initial mask logit
+    mask_noise: float = 0.5  # initial mask logits uniform within +-mask_noise of mask_init
     pattern_noise: float = 0.1  # sd of the initial pattern logits
-    restarts: int = 1  # independent triggers per label; the smallest counts
+    restarts: int = 3  # independent triggers per label; the smallest counts
     asr_threshold: float = 0.95
     patience: int = 5
     cost_up: float = 1.5
@@ -117,9 +123,9 @@ class Tabor(ToolBase):
         c, h, w = view.input_shape
         b = self.batch_size
         g = view.generator()
-        mask_logit = (torch.rand(k, 1, h, w, generator=g) * 2 - 1) * self.mask_noise + self.mask_init
-        mask_logit = mask_logit.to(device).requires_grad_()
-        pattern_logit = (torch.randn(k, c, h, w, generator=g) * self.pattern_noise)
+        mask_logit = (torch.rand(k, 1, h, w, generator=g) * 2 - 1) * self.mask_noise
+        mask_logit = (mask_logit + self.mask_init).to(device).requires_grad_()
+        pattern_logit = torch.randn(k, c, h, w, generator=g) * self.pattern_noise
         pattern_logit = pattern_logit.to(device).requires_grad_()
         opt = torch.optim.Adam([mask_logit, pattern_logit], lr=self.lr, betas=(0.5, 0.9))
         cost = torch.full((k,), self.init_cost, device=device)
@@ -182,6 +188,6 @@ class Tabor(ToolBase):
         masks = torch.where(reached[:, None, None, None], best_mask, last_mask)
         patterns = torch.where(reached[:, None, None, None], best_pattern, last_pattern)
         # Each label keeps its restart with the smallest trigger.
-        pick = torch.from_numpy(norms.reshape(num_classes, r).argmin(1)) + torch.arange(num_classes) * r
-        pick = pick.to(device)
-        return masks[pick], patterns[pick], norms[pick.cpu().numpy()]
+        pick = norms.reshape(num_classes, r).argmin(1) + np.arange(num_classes) * r
+        rows = torch.from_numpy(pick).to(device)
+        return masks[rows], patterns[rows], norms[pick]
