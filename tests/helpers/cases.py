@@ -9,6 +9,8 @@ from samecurve.api import Budget, CaseView, Finding, Meter
 from samecurve.registry import get
 from samecurve.run.cell import CellJob, build_view
 from samecurve.run.suite import TaskEntry, ToolEntry, make_task
+from samecurve.zoo.builder import clean_split
+from samecurve.zoo.train import predict
 
 
 def case_view(tool: Any, subject: Any, cache: Any, references: tuple[str, ...] = (),
@@ -24,3 +26,17 @@ def discover(name: str, subject: Any, cache: Any, **params: Any) -> Finding:
     """A registered tool's finding on a subject, with these hyperparameters."""
     tool = get("tool", name)(**params)
     return tool.discover(case_view(tool, subject, cache))
+
+
+def patch_findings(name: str, population: list, cache: Any) -> dict[str, tuple[Any, Finding]]:
+    """A tool's finding on every patch subject of the tiny population, by subject id."""
+    return {s.id: (s, discover(name, s, cache)) for s in population if s.family == "patch"}
+
+
+def hit_rate(subject: Any, stamp: Any = None, n: int = 256) -> float:
+    """Share of held-out inputs of other classes than the subject's target that the
+    model sends to the target, stamped with `stamp` (None: as they are)."""
+    target = subject.answer_key.target
+    held = clean_split(subject, "heldout", n)
+    x = held.x[held.y != target]
+    return (predict(subject.model, x if stamp is None else stamp.stamp(x)) == target).float().mean().item()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from cases import discover
+from cases import discover, hit_rate
 from torch.nn import functional as F
 
 import samecurve.tools.class_synthesis  # noqa: F401  (registers the tools)
@@ -18,8 +18,6 @@ from samecurve.tools.class_synthesis import (
     paste,
     placements,
 )
-from samecurve.zoo.builder import clean_split
-from samecurve.zoo.train import predict
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -85,20 +83,14 @@ def test_fourier_scale_decays_with_frequency() -> None:
     assert s[0, 1].item() == pytest.approx(6.0) and s[0, 3].item() == pytest.approx(2.0)
 
 
-def _finding(name: str, subject, cache):
-    return discover(name, subject, cache)
-
-
 # Measured with the defaults on the two tiny patch subjects, 3 seeds each: both tools
 # ranked the planted target first in 6 of 6 runs, and the recovered patch sent 75-93%
 # (adversarial-patch) and 72-100% (feature-viz) of held-out inputs of other classes there.
 @pytest.mark.parametrize("name", ["adversarial-patch", "feature-viz"])
 def test_ranks_the_planted_target_high(name, population, cache) -> None:
     for subject in (s for s in population if s.family == "patch"):
-        f = _finding(name, subject, cache)
+        f = discover(name, subject, cache)
         target = subject.answer_key.target
         assert target in f.targets[:2], (subject.id, f.targets, f.notes)
         assert f.trigger is not None and f.trigger.mask.sum() == 36  # a 6 x 6 square
-        held = clean_split(subject, "heldout", 256)
-        stamped = f.trigger.stamp(held.x[held.y != target])
-        assert (predict(subject.model, stamped) == target).float().mean().item() > 0.5
+        assert hit_rate(subject, f.trigger) > 0.5

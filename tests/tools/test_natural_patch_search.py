@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from cases import discover
+from cases import hit_rate, patch_findings
 
 import samecurve.tools.natural_patch_search  # noqa: F401  (registers the tool)
 from samecurve.tools.natural_patch_search import (
@@ -18,8 +18,6 @@ from samecurve.tools.natural_patch_search import (
     place_grid,
     rank_classes,
 )
-from samecurve.zoo.builder import clean_split
-from samecurve.zoo.train import predict
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -85,13 +83,9 @@ def test_rank_classes_by_hand() -> None:
     assert p > 0.95
 
 
-def _finding(subject, cache):
-    return discover("natural-patch-search", subject, cache)
-
-
 @pytest.fixture(scope="module")
 def findings(population, cache) -> dict:
-    return {s.id: (s, _finding(s, cache)) for s in population if s.family == "patch"}
+    return patch_findings("natural-patch-search", population, cache)
 
 
 def test_ranks_the_planted_target_high(findings) -> None:
@@ -108,8 +102,5 @@ def test_the_trigger_it_returns_works(findings) -> None:
     hits = [(s, f) for s, f in findings.values() if f.targets[0] == s.answer_key.target]
     assert hits, "the target of neither patch subject was ranked first"
     for subject, f in hits:
-        heldout = clean_split(subject, "heldout", 256)
-        others = heldout.x[heldout.y != subject.answer_key.target]
-        preds = predict(subject.model, f.trigger.stamp(others))
-        assert float((preds == subject.answer_key.target).float().mean()) > 0.6
+        assert hit_rate(subject, f.trigger) > 0.6
         assert f.trigger.localised and f.trigger.mask.sum() <= 7 * 7

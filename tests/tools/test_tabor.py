@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from cases import discover
+from cases import hit_rate, patch_findings
 
 import samecurve.tools.tabor  # noqa: F401  (registers the tool)
-from samecurve.api import Finding
 from samecurve.tools.tabor import scatter_penalty, size_penalty, total_variation
-from samecurve.zoo.builder import clean_split
-from samecurve.zoo.train import predict
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -52,13 +49,9 @@ def test_size_and_scatter_penalties_by_hand() -> None:
     assert scatter_penalty(half, pattern, 0.5).item() == pytest.approx(2.0 + 0.5 * 2.0)
 
 
-def _finding(subject, cache) -> Finding:
-    return discover("tabor", subject, cache)
-
-
 @pytest.fixture(scope="module")
 def findings(population, cache) -> dict:
-    return {s.id: (s, _finding(s, cache)) for s in population if s.family == "patch"}
+    return patch_findings("tabor", population, cache)
 
 
 def test_ranks_the_planted_target_high(findings) -> None:
@@ -80,9 +73,5 @@ def test_recovered_trigger_works_on_held_out_inputs(findings) -> None:
     graded = [(s, f) for s, f in findings.values() if f.targets[0] == s.answer_key.target]
     assert graded
     for subject, finding in graded:
-        target = subject.answer_key.target
-        held = clean_split(subject, "heldout", 256)
-        x = held.x[held.y != target]
-        preds = predict(subject.model, finding.trigger.stamp(x))
-        assert (preds == target).float().mean().item() > 0.5, subject.id
-        assert (predict(subject.model, x) == target).float().mean().item() < 0.2
+        assert hit_rate(subject, finding.trigger) > 0.5, subject.id
+        assert hit_rate(subject) < 0.2

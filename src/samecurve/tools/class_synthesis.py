@@ -20,6 +20,7 @@ that patch at its place. Inputs are assumed square (H = W).
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -93,7 +94,7 @@ def jittered(places: Sequence[tuple[int, int]], n: int, jitter: int, size: int, 
 
 
 @dataclass(frozen=True)
-class PatchSynthesis(ToolBase):
+class PatchSynthesis(ToolBase, ABC):
     """Square patches per class, ranked by their held-out flip rates. Subclasses say
     how the patches are made (`synthesise`).
 
@@ -119,12 +120,12 @@ class PatchSynthesis(ToolBase):
     heldout_fraction: float = 0.25  # clean inputs kept out of optimisation, for scoring
     threshold: float = 2.0
 
+    @abstractmethod
     def synthesise(
         self, view: CaseView, x: torch.Tensor, y: torch.Tensor, side: int,
         places: Sequence[tuple[int, int]], jitter: int, g: torch.Generator,
     ) -> torch.Tensor:
         """(K, P, C, side, side) patches in [0, 1]: one per class and place."""
-        raise NotImplementedError
 
     def discover(self, view: CaseView) -> Finding:
         x_all = clean_inputs(view)

@@ -10,6 +10,7 @@ mask pixels inside it cheaper, so the search looks there first."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +25,51 @@ from samecurve.tools.base import ToolBase, clean_inputs, prior_region
 def anomaly_indices(norms: np.ndarray) -> np.ndarray:
     """Small-side anomaly index of each label's mask norm: (median - norm) / (1.4826 MAD)."""
     return high_side_anomaly(-np.asarray(norms, dtype=float))
+
+
+class CostSchedule:
+    """Neural Cleanse's per-row search state, shared by its variants (TABOR): the mask
+    cost is raised after `patience` steps at or above the attack-success threshold and
+    lowered after as many below it, and the smallest mask that reached it is kept."""
+
+    def __init__(self, tool: Any, mask: torch.Tensor, pattern: torch.Tensor) -> None:
+        """`tool` carries NC's schedule fields: init_cost, asr_threshold, patience, cost_up, cost_down."""
+        k, device = len(mask), mask.device
+        self.tool = tool
+        self.cost = torch.full((k,), tool.init_cost, device=device)
+        self.up = torch.zeros(k, dtype=torch.long, device=device)
+        self.down = torch.zeros(k, dtype=torch.long, device=device)
+        self.best_norm = torch.full((k,), float("inf"), device=device)
+        self.best_mask = mask.detach().clone()
+        self.best_pattern = pattern.detach().clone()
+
+    @torch.no_grad()
+    def update(self, norm: torch.Tensor, asr: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor) -> None:
+        t = self.tool
+        ok = asr >= t.asr_threshold
+        better = ok & (norm < self.best_norm)
+        self.best_norm = torch.where(better, norm, self.best_norm)
+        self.best_mask[better] = mask[better]
+        self.best_pattern[better] = pattern[better]
+        # Adapt each row's cost to hold its attack success near the threshold.
+        self.up = torch.where(ok, self.up + 1, torch.zeros_like(self.up))
+        self.down = torch.where(ok, torch.zeros_like(self.down), self.down + 1)
+        raise_cost, lower_cost = self.up >= t.patience, self.down >= t.patience
+        self.cost = torch.where(raise_cost, self.cost * t.cost_up, self.cost)
+        self.cost = torch.where(lower_cost, self.cost / t.cost_down, self.cost)
+        self.up = torch.where(raise_cost, torch.zeros_like(self.up), self.up)
+        self.down = torch.where(lower_cost, torch.zeros_like(self.down), self.down)
+
+    def result(
+        self, last_norm: torch.Tensor, last_mask: torch.Tensor, last_pattern: torch.Tensor
+    ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+        """Norms (numpy), masks and patterns: the best that reached the threshold, and
+        for rows that never did, the last."""
+        reached = torch.isfinite(self.best_norm)
+        norms = torch.where(reached, self.best_norm, last_norm).cpu().numpy()
+        rows = reached[:, None, None, None]
+        return (norms, torch.where(rows, self.best_mask, last_mask),
+                torch.where(rows, self.best_pattern, last_pattern))
 
 
 @register("tool", "neural-cleanse")
@@ -57,13 +103,8 @@ class NeuralCleanse(ToolBase):
         mask_logit = (torch.rand(k, 1, h, w, generator=g) * 2 - 3).to(device).requires_grad_()
         pattern_logit = (torch.randn(k, c, h, w, generator=g) * 0.1).to(device).requires_grad_()
         opt = torch.optim.Adam([mask_logit, pattern_logit], lr=self.lr, betas=(0.5, 0.9))
-        cost = torch.full((k,), self.init_cost, device=device)
         labels = torch.arange(k, device=device).repeat_interleave(self.batch_size)
-        up = torch.zeros(k, dtype=torch.long, device=device)
-        down = torch.zeros(k, dtype=torch.long, device=device)
-        best_norm = torch.full((k,), float("inf"), device=device)
-        best_mask = torch.sigmoid(mask_logit.detach()).clone()
-        best_pattern = torch.sigmoid(pattern_logit.detach()).clone()
+        search = CostSchedule(self, torch.sigmoid(mask_logit.detach()), torch.sigmoid(pattern_logit.detach()))
         pixel_cost = torch.ones(1, h, w, device=device)
         region = prior_region(view)
         if region is not None:
@@ -80,32 +121,14 @@ class NeuralCleanse(ToolBase):
             ce = F.cross_entropy(logits, labels, reduction="none").view(k, -1).mean(1)
             norm = (mask * pixel_cost).view(k, -1).sum(1)
             # autograd.grad leaves the model's own .grad fields untouched.
-            grads = torch.autograd.grad((ce + cost * norm).sum(), [mask_logit, pattern_logit])
+            grads = torch.autograd.grad((ce + search.cost * norm).sum(), [mask_logit, pattern_logit])
             mask_logit.grad, pattern_logit.grad = grads
             opt.step()
-            with torch.no_grad():
-                asr = (logits.argmax(1) == labels).float().view(k, -1).mean(1)
-                ok = asr >= self.asr_threshold
-                better = ok & (norm < best_norm)
-                best_norm = torch.where(better, norm, best_norm)
-                best_mask[better] = mask[better]
-                best_pattern[better] = pattern[better]
-                # Adapt each label's cost to hold its attack success near the threshold.
-                up = torch.where(ok, up + 1, torch.zeros_like(up))
-                down = torch.where(ok, torch.zeros_like(down), down + 1)
-                raise_cost = up >= self.patience
-                lower_cost = down >= self.patience
-                cost = torch.where(raise_cost, cost * self.cost_up, cost)
-                cost = torch.where(lower_cost, cost / self.cost_down, cost)
-                up = torch.where(raise_cost, torch.zeros_like(up), up)
-                down = torch.where(lower_cost, torch.zeros_like(down), down)
-        # Labels that never reached the threshold keep their last mask's norm.
-        final = (torch.sigmoid(mask_logit.detach()) * pixel_cost).view(k, -1).sum(1)
-        reached = torch.isfinite(best_norm)
-        norms = torch.where(reached, best_norm, final).cpu().numpy()
-        masks = torch.where(reached[:, None, None, None], best_mask, torch.sigmoid(mask_logit.detach()))
-        patterns = torch.where(
-            reached[:, None, None, None], best_pattern, torch.sigmoid(pattern_logit.detach())
+            asr = (logits.argmax(1) == labels).float().view(k, -1).mean(1)
+            search.update(norm.detach(), asr, mask.detach(), pattern.detach())
+        last_mask = torch.sigmoid(mask_logit.detach())
+        norms, masks, patterns = search.result(
+            (last_mask * pixel_cost).view(k, -1).sum(1), last_mask, torch.sigmoid(pattern_logit.detach())
         )
         index = anomaly_indices(norms)
         order = tuple(int(t) for t in np.argsort(norms))

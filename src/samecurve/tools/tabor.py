@@ -25,7 +25,7 @@ from samecurve.api import CaseView, Finding, Trigger
 from samecurve.registry import register
 from samecurve.tools.anomaly import index_to_probability
 from samecurve.tools.base import ToolBase, clean_inputs
-from samecurve.tools.neural_cleanse import anomaly_indices
+from samecurve.tools.neural_cleanse import CostSchedule, anomaly_indices
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:
@@ -128,14 +128,9 @@ class Tabor(ToolBase):
         pattern_logit = torch.randn(k, c, h, w, generator=g) * self.pattern_noise
         pattern_logit = pattern_logit.to(device).requires_grad_()
         opt = torch.optim.Adam([mask_logit, pattern_logit], lr=self.lr, betas=(0.5, 0.9))
-        cost = torch.full((k,), self.init_cost, device=device)
         labels = torch.arange(num_classes, device=device).repeat_interleave(r)
         attack_labels = labels.repeat_interleave(b)
-        up = torch.zeros(k, dtype=torch.long, device=device)
-        down = torch.zeros(k, dtype=torch.long, device=device)
-        best_norm = torch.full((k,), float("inf"), device=device)
-        best_mask = torch.sigmoid(mask_logit.detach()).clone()
-        best_pattern = torch.sigmoid(pattern_logit.detach()).clone()
+        search = CostSchedule(self, torch.sigmoid(mask_logit.detach()), torch.sigmoid(pattern_logit.detach()))
         for _ in range(self.steps):
             if view.time_left() < 2.0:
                 break
@@ -156,37 +151,20 @@ class Tabor(ToolBase):
             size = size_penalty(mask, pattern, self.outside)
             scatter = scatter_penalty(mask, pattern, self.smooth_pattern)
             loss = (
-                ce + cost * (size + self.smooth * scatter)
+                ce + search.cost * (size + self.smooth * scatter)
                 + self.blocking * block + self.overlaying * overlay
             )
             # autograd.grad leaves the model's own .grad fields untouched.
             grads = torch.autograd.grad(loss.sum(), [mask_logit, pattern_logit])
             mask_logit.grad, pattern_logit.grad = grads
             opt.step()
-            with torch.no_grad():
-                norm = mask.flatten(1).sum(1)
-                asr = (attack_logits.argmax(1) == attack_labels).float().view(k, b).mean(1)
-                ok = asr >= self.asr_threshold
-                better = ok & (norm < best_norm)
-                best_norm = torch.where(better, norm, best_norm)
-                best_mask[better] = mask[better]
-                best_pattern[better] = pattern[better]
-                # Adapt each label's cost to hold its attack success near the threshold.
-                up = torch.where(ok, up + 1, torch.zeros_like(up))
-                down = torch.where(ok, torch.zeros_like(down), down + 1)
-                raise_cost = up >= self.patience
-                lower_cost = down >= self.patience
-                cost = torch.where(raise_cost, cost * self.cost_up, cost)
-                cost = torch.where(lower_cost, cost / self.cost_down, cost)
-                up = torch.where(raise_cost, torch.zeros_like(up), up)
-                down = torch.where(lower_cost, torch.zeros_like(down), down)
+            asr = (attack_logits.argmax(1) == attack_labels).float().view(k, b).mean(1)
+            search.update(mask.detach().flatten(1).sum(1), asr, mask.detach(), pattern.detach())
         # Labels that never reached the threshold keep their last mask's norm.
         last_mask = torch.sigmoid(mask_logit.detach())
-        last_pattern = torch.sigmoid(pattern_logit.detach())
-        reached = torch.isfinite(best_norm)
-        norms = torch.where(reached, best_norm, last_mask.flatten(1).sum(1)).cpu().numpy()
-        masks = torch.where(reached[:, None, None, None], best_mask, last_mask)
-        patterns = torch.where(reached[:, None, None, None], best_pattern, last_pattern)
+        norms, masks, patterns = search.result(
+            last_mask.flatten(1).sum(1), last_mask, torch.sigmoid(pattern_logit.detach())
+        )
         # Each label keeps its restart with the smallest trigger.
         pick = norms.reshape(num_classes, r).argmin(1) + np.arange(num_classes) * r
         rows = torch.from_numpy(pick).to(device)
