@@ -121,3 +121,16 @@ def test_a_subject_that_misses_its_gate_is_left_out_and_named(cache, tmp_path) -
         assert [f["recipe"] for f in failures] == ["clean"]
         assert "no attempt" in failures[0]["error"]
         assert not store.done()  # nothing graded on a subject that does not exist
+
+
+def test_references_share_the_subjects_data_and_never_include_it() -> None:
+    from samecurve.run.runner import _references_for
+
+    suite = parse_suite(tiny_suite_text(
+        '["oracle"]',
+        "[{recipe: patch, count: 2}, {recipe: clean, count: 1, dataset: digits}]",
+    ))
+    scenes_a, scenes_b, digits = suite.subject_specs()
+    pool = [scenes_a, scenes_b, digits]
+    assert _references_for(scenes_a, pool) == (scenes_b.id,)
+    assert _references_for(digits, pool) == ()

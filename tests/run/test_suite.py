@@ -72,6 +72,18 @@ def test_populations_heldout_and_architectures_shape_the_specs() -> None:
     assert {r.id for r in refs}.isdisjoint({x.id for x in specs})  # dev seeds are other subjects
 
 
+def test_the_reference_tag_names_what_reference_learners_learn_from() -> None:
+    plain = parse_suite(GOOD)
+    assert plain.reference_tag().startswith("leave-one-out:")
+    more = parse_suite(GOOD.replace("{recipe: clean, count: 2}", "{recipe: clean, count: 3}"))
+    assert more.reference_tag() != plain.reference_tag()  # new subjects, new references
+    dev = parse_suite(GOOD + "references: [{recipe: patch, count: 2, population: dev}]\n")
+    assert dev.reference_tag().startswith("references:")
+    assert dev.reference_tag() != parse_suite(
+        GOOD + "references: [{recipe: patch, count: 3, population: dev}]\n"
+    ).reference_tag()
+
+
 def test_references_that_are_graded_subjects_are_refused() -> None:
     with pytest.raises(SuiteError, match="reference subjects are also graded"):
         parse_suite(GOOD + "references: [{recipe: patch, count: 1}]\n")

@@ -73,7 +73,10 @@ def load_run(store: Store, with_artifacts: bool = False) -> RunData:
         raise ValueError(f"{store.folder} holds no samecurve run; run `samecurve run` into it first")
     suite = Suite.model_validate(yaml.safe_load(meta["suite"]))
     wanted_ids = {s.id for s in suite.subject_specs()}
-    configs = {(t.name, u.display): cell_config(t, u) for t in suite.tasks for u in suite.tools}
+    references = suite.reference_tag()
+    configs = {
+        (t.name, u.display): cell_config(t, u, references) for t in suite.tasks for u in suite.tools
+    }
     subjects = store.subjects()
     cells: dict[tuple[str, str], list[CellResult]] = defaultdict(list)
     for config, cell in store.cells(with_artifacts=with_artifacts):

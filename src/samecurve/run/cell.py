@@ -58,9 +58,11 @@ def attach_meter(model: nn.Module, meter: Meter) -> list[Any]:
     return [model.register_forward_pre_hook(before), model.register_forward_hook(after)]
 
 
-def cell_config(task: TaskEntry, tool: ToolEntry) -> str:
+def cell_config(task: TaskEntry, tool: ToolEntry, references: str = "") -> str:
     """Hash of everything that defines a cell's computation beside subject and seed,
-    with defaults filled in, so changing a hyperparameter never reuses stale rows."""
+    with defaults filled in, so changing a hyperparameter never reuses stale rows.
+    `references` (Suite.reference_tag) counts only for tools that learn from
+    reference models, so changing them re-runs those tools and no others."""
     task_obj, tool_obj = make_task(task), make_tool(tool)
     blob = {
         "task": task.name,
@@ -69,6 +71,8 @@ def cell_config(task: TaskEntry, tool: ToolEntry) -> str:
         "tool": tool.name,
         "tool_params": _params(tool_obj),
     }
+    if "references" in tool_obj.needs:
+        blob["references"] = references
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -150,12 +150,13 @@ def run_suite(
         store.set_meta("gate_failures", json.dumps(failed))
         specs = [s for s in specs if s.id not in {f["id"] for f in failed}]
         cell_jobs = _cell_jobs(suite, specs, device, cache, store)
+        references = suite.reference_tag()
         # This suite's cells only: rows of other configs may share the store.
         total = len(suite.tasks) * len(suite.tools) * len(specs) * len(suite.seeds)
         c = bar.add_task("cells", total=total, completed=total - len(cell_jobs), note="")
         for job, outcome in pool.run(cell_jobs):
             cell: CellJob = job.payload
-            config = cell_config(cell.task, cell.tool)
+            config = cell_config(cell.task, cell.tool, references)
             if outcome.status == "ok":
                 result = outcome.value
             else:
@@ -180,25 +181,34 @@ def _support_specs(suite: Suite, specs: list[SubjectSpec]) -> list[SubjectSpec]:
     return list(found.values())
 
 
+def _references_for(spec: SubjectSpec, pool: list[SubjectSpec]) -> tuple[str, ...]:
+    """The labelled models a subject's tools may learn from: those of the pool on the
+    same data (a digits model cannot answer scene queries), never the subject itself."""
+    return tuple(
+        r.id for r in pool
+        if r.id != spec.id and (r.dataset, dict(r.dataset_params)) == (spec.dataset, dict(spec.dataset_params))
+    )
+
+
 def _cell_jobs(
     suite: Suite, specs: list[SubjectSpec], device: str, cache: Cache, store: Store
 ) -> list[Job]:
     done = store.done()
-    ids = [s.id for s in specs]
-    reference_ids = tuple(s.id for s in suite.reference_specs())
+    pool_of_references = suite.reference_specs() or specs
+    references = suite.reference_tag()
     budget = suite.budget.budget()
     limit = budget.seconds * HARD_LIMIT_FACTOR + HARD_LIMIT_GRACE
     jobs = []
     for task in suite.tasks:
         graders = getattr(make_task(task), "support_specs", lambda _s: [])
         for tool in suite.tools:
-            config = cell_config(task, tool)
+            config = cell_config(task, tool, references)
             for spec in specs:
                 sid = spec.id
                 for seed in suite.seeds:
                     if (task.name, tool.display, config, sid, seed) in done:
                         continue
-                    refs = reference_ids or tuple(r for r in ids if r != sid)
+                    refs = _references_for(spec, pool_of_references)
                     support = tuple(s.id for s in graders(spec) if cache.has(s.id))
                     cell = CellJob(task, tool, sid, seed, budget, device, str(cache.root), refs, support)
                     jobs.append(Job("cell", cell, limit))

@@ -140,6 +140,14 @@ class Suite(Strict):
     def reference_specs(self) -> list[SubjectSpec]:
         return self._specs(self.references)
 
+    def reference_tag(self) -> str:
+        """What reference-learning tools learn from: the reference group's subjects,
+        or (leave one out) the graded subjects themselves; part of their cells' key."""
+        own = self.reference_specs()
+        mode, ids = ("references", own) if own else ("leave-one-out", self.subject_specs())
+        digest = hashlib.sha256(",".join(sorted(s.id for s in ids)).encode()).hexdigest()[:16]
+        return f"{mode}:{digest}"
+
     def _specs(self, groups: list[SubjectGroup]) -> list[SubjectSpec]:
         train = TrainConfig(**self.zoo.train.model_dump())
         archs = self.zoo.archs
