@@ -53,3 +53,14 @@ def prior_region(view: CaseView) -> np.ndarray | None:
     region = np.asarray(getattr(trig, "mask", trig.footprint), dtype=np.float32)
     peak = float(region.max())
     return region / peak if peak > 0 else None
+
+
+def prior_pixel_cost(view: CaseView, discount: float) -> torch.Tensor:
+    """(1, H, W) per-pixel weight of a trigger mask's size: 1 everywhere, less by
+    `discount` inside a prior region, so synthesis may spend its mask there first."""
+    _, h, w = view.input_shape
+    cost = torch.ones(1, h, w, device=view.device)
+    region = prior_region(view)
+    if region is not None:
+        cost = cost - discount * torch.as_tensor(region, device=view.device)
+    return cost

@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from samecurve.api import CaseView, Finding, Trigger
 from samecurve.registry import register
 from samecurve.tools.anomaly import high_side_anomaly, index_to_probability
-from samecurve.tools.base import ToolBase, clean_inputs, prior_region
+from samecurve.tools.base import ToolBase, clean_inputs, prior_pixel_cost
 
 
 def anomaly_indices(norms: np.ndarray) -> np.ndarray:
@@ -105,10 +105,7 @@ class NeuralCleanse(ToolBase):
         opt = torch.optim.Adam([mask_logit, pattern_logit], lr=self.lr, betas=(0.5, 0.9))
         labels = torch.arange(k, device=device).repeat_interleave(self.batch_size)
         search = CostSchedule(self, torch.sigmoid(mask_logit.detach()), torch.sigmoid(pattern_logit.detach()))
-        pixel_cost = torch.ones(1, h, w, device=device)
-        region = prior_region(view)
-        if region is not None:
-            pixel_cost = pixel_cost - self.prior_discount * torch.as_tensor(region, device=device)
+        pixel_cost = prior_pixel_cost(view, self.prior_discount)
         for _ in range(self.steps):
             if view.time_left() < 2.0:
                 break

@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from samecurve.api import CaseView, Finding, Trigger
 from samecurve.registry import register
 from samecurve.tools.anomaly import index_to_probability
-from samecurve.tools.base import ToolBase, clean_inputs
+from samecurve.tools.base import ToolBase, clean_inputs, prior_pixel_cost
 from samecurve.tools.neural_cleanse import CostSchedule, anomaly_indices
 
 
@@ -37,13 +37,18 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
     return dv.flatten(1).sum(1) + dh.flatten(1).sum(1)
 
 
-def size_penalty(mask: torch.Tensor, pattern: torch.Tensor, outside: float) -> torch.Tensor:
+def size_penalty(
+    mask: torch.Tensor, pattern: torch.Tensor, outside: float, pixel_cost: torch.Tensor | None = None
+) -> torch.Tensor:
     """TABOR's overly-large-trigger term per label: elastic net of the mask (L1 + squared L2)
     plus `outside` times the L1 of the pattern where the mask is off (per channel).
-    mask is (K, 1, H, W), pattern (K, C, H, W); returns (K,)."""
-    m = mask.flatten(1)
+    mask is (K, 1, H, W), pattern (K, C, H, W), pixel_cost (1, H, W) weighs the mask
+    (a pipeline's prior region is cheaper); returns (K,)."""
+    elastic = mask.abs() + mask.pow(2)
+    if pixel_cost is not None:
+        elastic = elastic * pixel_cost
     off = ((1 - mask) * pattern).abs().flatten(1).sum(1) / pattern.shape[1]
-    return m.abs().sum(1) + m.pow(2).sum(1) + outside * off
+    return elastic.flatten(1).sum(1) + outside * off
 
 
 def scatter_penalty(
@@ -86,6 +91,7 @@ class Tabor(ToolBase):
     cost_up: float = 1.5
     cost_down: float = 1.5**1.5
     threshold: float = 2.0
+    prior_discount: float = 0.75  # share of the mask cost waived inside a prior region
     # Regulariser weights. The size and smoothness terms sit under the adaptive cost
     # (in units of mask pixels); blocking and overlaying are cross-entropies with
     # fixed weights beside the attack loss.
@@ -131,6 +137,7 @@ class Tabor(ToolBase):
         labels = torch.arange(num_classes, device=device).repeat_interleave(r)
         attack_labels = labels.repeat_interleave(b)
         search = CostSchedule(self, torch.sigmoid(mask_logit.detach()), torch.sigmoid(pattern_logit.detach()))
+        pixel_cost = prior_pixel_cost(view, self.prior_discount)
         for _ in range(self.steps):
             if view.time_left() < 2.0:
                 break
@@ -148,7 +155,7 @@ class Tabor(ToolBase):
             ce = F.cross_entropy(attack_logits, attack_labels, reduction="none").view(k, b).mean(1)
             block = F.cross_entropy(block_logits, y.repeat(k), reduction="none").view(k, b).mean(1)
             overlay = F.cross_entropy(overlay_logits, labels, reduction="none")
-            size = size_penalty(mask, pattern, self.outside)
+            size = size_penalty(mask, pattern, self.outside, pixel_cost)
             scatter = scatter_penalty(mask, pattern, self.smooth_pattern)
             loss = (
                 ce + search.cost * (size + self.smooth * scatter)
@@ -159,11 +166,12 @@ class Tabor(ToolBase):
             mask_logit.grad, pattern_logit.grad = grads
             opt.step()
             asr = (attack_logits.argmax(1) == attack_labels).float().view(k, b).mean(1)
-            search.update(mask.detach().flatten(1).sum(1), asr, mask.detach(), pattern.detach())
+            norm = (mask.detach() * pixel_cost).flatten(1).sum(1)
+            search.update(norm, asr, mask.detach(), pattern.detach())
         # Labels that never reached the threshold keep their last mask's norm.
         last_mask = torch.sigmoid(mask_logit.detach())
         norms, masks, patterns = search.result(
-            last_mask.flatten(1).sum(1), last_mask, torch.sigmoid(pattern_logit.detach())
+            (last_mask * pixel_cost).flatten(1).sum(1), last_mask, torch.sigmoid(pattern_logit.detach())
         )
         # Each label keeps its restart with the smallest trigger.
         pick = norms.reshape(num_classes, r).argmin(1) + np.arange(num_classes) * r
