@@ -142,7 +142,7 @@ def results(
     rows = [
         {"task": b.task, "family": b.family, "tool": r.tool, "kind": r.kind, "metric": m,
          "mean": iv.mean, "lo": iv.lo, "hi": iv.hi, "n": iv.n, "chance": b.chance.get(m),
-         "errors": r.n_error, "timeouts": r.n_timeout}
+         "errors": r.n_error, "timeouts": r.n_timeout, "outside_design": r.outside_design}
         for b in chosen for r in b.rows for m, iv in r.intervals.items()
     ]
     if format is Format.json:

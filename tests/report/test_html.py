@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -117,7 +118,7 @@ def _data() -> ReportData:
             Comparison("neural-cleanse", "random", "trigger_l1", -0.222, -0.3, -0.15, 11, 0.0004)
         ],
         gallery=_gallery(),
-        families=[("badnets", rows[:2])],
+        families=[("badnets", [rows[0], dataclasses.replace(rows[1], outside_design=True)])],
     )
 
 
@@ -250,3 +251,8 @@ def test_figures_survive_odd_inputs() -> None:
     item = GalleryItem("s", "f", 0, "zero", grey, grey, mask, grey, outputs)
     assert figures.trigger_row(item)[:8] == PNG_SIGNATURE
     assert figures.attribution_row(item)[:8] == PNG_SIGNATURE
+
+
+def test_a_family_outside_a_tools_design_is_marked(rendered: tuple[Path, str]) -> None:
+    _, html = rendered
+    assert html.count("outside its design") == 1  # on the family board only

@@ -13,3 +13,16 @@ def test_family_label_sets_heldout_triggers_and_tracks_apart() -> None:
     assert family_label(held, tracks=False) == "patch · heldout"
     assert family_label(held, tracks=True) == "patch · heldout · scenes"
     assert family_label(clean, tracks=True) == "clean · digits"
+
+
+def test_a_family_board_marks_tools_blind_to_that_family() -> None:
+    from samecurve.registry import get
+    from samecurve.run.aggregate import summarise_tool
+    from samecurve.run.suite import TaskEntry, make_task
+
+    task = make_task(TaskEntry(name="discover"))
+    nc, saliency = get("tool", "neural-cleanse")(), get("tool", "saliency")()
+    assert summarise_tool(task, nc, "nc", [], set(), "style").outside_design
+    assert not summarise_tool(task, nc, "nc", [], set(), "patch").outside_design
+    assert not summarise_tool(task, nc, "nc", [], set()).outside_design  # the overall board
+    assert not summarise_tool(task, saliency, "saliency", [], set(), "style").outside_design

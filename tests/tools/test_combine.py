@@ -43,6 +43,12 @@ def test_needs_and_answers_are_the_members_union() -> None:
     tool = get("tool", "ensemble")(members=("neural-cleanse", "strip", "saliency"))
     assert tool.needs == {"gradients", "clean_data", "train_data"}
     assert tool.answers == {"detect", "target", "trigger", "attribution"}
+    # blind only where every member is: saliency sees every family
+    assert tool.blind_to == frozenset()
+    synthesis = get("tool", "pipeline")(stages=("tabor", "neural-cleanse"))
+    assert synthesis.blind_to == {"blend", "style", "warp", "source-specific"}
+    detectors = get("tool", "ensemble")(members=("neural-cleanse", "strip"))
+    assert detectors.blind_to == {"source-specific"}
 
 
 def _view(tool, subject, cache):

@@ -55,6 +55,13 @@ def _run(tool_name: str, subject, cache, population, budget: Budget | None = Non
 
 
 @pytest.mark.parametrize("name", TOOLS)
+def test_blind_spots_name_real_families(name: str) -> None:
+    """What a tool declares itself blind to are trojan families the zoo makes."""
+    families = {get("recipe", r).family for r in names("recipe")}
+    assert set(get("tool", name)().blind_to) <= families - {"clean"}
+
+
+@pytest.mark.parametrize("name", TOOLS)
 def test_constructor_takes_hyperparameters_only(name: str) -> None:
     cls = get("tool", name)
     assert dataclasses.is_dataclass(cls), f"{name}: hyperparameters must be a frozen dataclass"

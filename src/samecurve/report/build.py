@@ -54,7 +54,7 @@ def _rows(board: Board) -> list[ToolRow]:
             )
         out.append(
             ToolRow(r.tool, r.kind, cells, r.n_ok, r.n_error, r.n_timeout, r.seconds_mean,
-                    r.queries_mean)
+                    r.queries_mean, r.outside_design)
         )
     return out
 
@@ -257,6 +257,8 @@ def print_board(board: Board, console: Console) -> None:
         for r in board.rows:
             ns = [iv.n for m in metrics if (iv := r.intervals.get(m.name)) is not None]
             name = f"[italic]{r.tool} (oracle)[/italic]" if r.kind == "oracle" else r.tool
+            if r.outside_design:
+                name += " [dim]†[/dim]"
             table.add_row(name, *[_fmt(r, m.name) for m in metrics],
                           str(max(ns)) if ns else "—", f"{r.n_error}/{r.n_timeout}")
         table.add_row("[dim]chance[/dim]", *[
@@ -264,4 +266,6 @@ def print_board(board: Board, console: Console) -> None:
             else f"[dim]{board.chance[m.name]:.2f}[/dim]" for m in metrics], "", "")
         console.print(table)
     console.print("[dim]mean [95% bootstrap CI] over subjects; N = subjects; crashes and "
-                  "timeouts score at the floor; — = not attempted[/dim]")
+                  "timeouts score at the floor; — = not attempted"
+                  + ("; † = a family outside the tool's design (it ran and is scored)"
+                     if any(r.outside_design for r in board.rows) else "") + "[/dim]")

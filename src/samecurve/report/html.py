@@ -70,6 +70,7 @@ class _RowView:
     n_timeout: int
     seconds: str
     queries: str
+    outside_design: bool = False
 
 
 def _best(rows: Sequence[ToolRow], metric: MetricColumn) -> float | None:
@@ -124,6 +125,7 @@ def _table_view(rows: Sequence[ToolRow], metrics: Sequence[MetricColumn]) -> lis
                 n_timeout=r.n_timeout,
                 seconds=fmt(r.seconds_mean, 1),
                 queries=f"{r.queries_mean:,.0f}" if math.isfinite(r.queries_mean) else "n/a",
+                outside_design=r.outside_design,
             )
         )
     return out

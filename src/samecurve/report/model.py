@@ -50,6 +50,7 @@ class ToolRow:
     n_timeout: int
     seconds_mean: float
     queries_mean: float
+    outside_design: bool = False  # this family is outside the tool's published threat model
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ class ToolSummary:
     n_timeout: int
     seconds_mean: float
     queries_mean: float
+    outside_design: bool = False  # the board's family is one the tool's algorithm is blind to
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,8 @@ def per_subject(cells: Sequence[CellResult], metric: str) -> dict[str, float]:
 
 
 def summarise_tool(
-    task: Any, tool: Any, display: str, cells: Sequence[CellResult], subjects: set[str]
+    task: Any, tool: Any, display: str, cells: Sequence[CellResult], subjects: set[str],
+    family: str | None = None,
 ) -> ToolSummary:
     cells = [c for c in cells if c.key.subject in subjects]
     intervals: dict[str, Interval] = {}
@@ -134,6 +136,7 @@ def summarise_tool(
         n_timeout=status.count("timeout"),
         seconds_mean=float(np.mean([c.seconds for c in cells])) if cells else NAN,
         queries_mean=float(np.mean([c.queries for c in cells])) if cells else NAN,
+        outside_design=family in getattr(tool, "blind_to", frozenset()),
     )
 
 
@@ -157,32 +160,34 @@ def boards(run: RunData) -> list[Board]:
     dataset and family."""
     out: list[Board] = []
     tracks = len({c["dataset"] for c in run.cards.values()}) > 1
-    slices = [("all", set(run.cards))]
+    slices: list[tuple[str, set[str], str | None]] = [("all", set(run.cards), None)]
     groups: dict[str, set[str]] = defaultdict(set)
     for i, c in run.cards.items():
         groups[family_label(c, tracks)].add(i)
     if tracks:
         for d in sorted({c["dataset"] for c in run.cards.values()}):
-            slices.append((f"all · {d}", {i for i, c in run.cards.items() if c["dataset"] == d}))
+            slices.append(
+                (f"all · {d}", {i for i, c in run.cards.items() if c["dataset"] == d}, None)
+            )
     for label in sorted(groups):
         card = run.cards[next(iter(groups[label]))]
         if card["family"] != "clean":
             twins = family_label({**card, "family": "clean", "recipe_params": {}}, tracks)
-            slices.append((label, groups[label] | groups.get(twins, set())))
+            slices.append((label, groups[label] | groups.get(twins, set()), card["family"]))
     for entry in run.suite.tasks:
         task = make_task(entry)
-        for family, subjects in slices:
+        for label, subjects, family in slices:
             rows = [
                 summarise_tool(
                     task, make_tool(t), t.display, run.cells.get((entry.name, t.display), []),
-                    subjects,
+                    subjects, family,
                 )
                 for t in run.suite.tools
             ]
             out.append(
                 Board(
                     task=entry.name,
-                    family=family,
+                    family=label,
                     metrics=task.metrics,
                     rows=_order(rows, task.metrics),
                     chance=chance_levels(task, rows, run, subjects),

@@ -20,6 +20,10 @@ class ToolBase:
     kind: ClassVar[str] = "interpretability"
     needs: ClassVar[frozenset[str]] = frozenset()
     answers: ClassVar[frozenset[str]] = frozenset()
+    # Trojan families outside the threat model the algorithm was published for (a
+    # trigger synthesiser that stamps one small mask cannot express a colour filter).
+    # The tool still runs and is scored there; the report marks those rows.
+    blind_to: ClassVar[frozenset[str]] = frozenset()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -29,6 +33,11 @@ class ToolBase:
 
     def params(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# Families whose trigger is no small region stamped onto any input: what mask-and-
+# pattern synthesis and patch search are blind to.
+NOT_A_PATCH = frozenset({"blend", "style", "warp", "source-specific"})
 
 
 def clean_inputs(view: CaseView) -> torch.Tensor:

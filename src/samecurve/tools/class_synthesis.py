@@ -32,7 +32,7 @@ from torch.nn import functional as F
 from samecurve.api import CaseView, Finding, Trigger
 from samecurve.registry import register
 from samecurve.tools.anomaly import high_side_anomaly, index_to_probability
-from samecurve.tools.base import ToolBase, clean_inputs
+from samecurve.tools.base import NOT_A_PATCH, ToolBase, clean_inputs
 from samecurve.tools.tabor import total_variation
 
 
@@ -105,6 +105,7 @@ class PatchSynthesis(ToolBase, ABC):
     a patch made to work everywhere learns the classes' natural features instead: with
     anchors=1 one tiny patch subject's target ranked 5th-10th, with a 4 x 4 grid first."""
 
+    blind_to = NOT_A_PATCH
     needs = frozenset({"gradients", "clean_data"})
     answers = frozenset({"detect", "target", "trigger"})
 

@@ -8,6 +8,7 @@ params: {members: [...]}}` and `integrated-gradients>neural-cleanse` for
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -49,6 +50,11 @@ def borda(rankings: list[tuple[int, ...]], num_classes: int) -> tuple[int, ...]:
     return tuple(int(c) for c in ranked)
 
 
+def blind_to_all(tools: Sequence[Any]) -> frozenset[str]:
+    """A combination is outside its design only where every part is."""
+    return frozenset.intersection(*(frozenset(t.blind_to) for t in tools))
+
+
 @register("tool", "ensemble")
 @dataclass(frozen=True)
 class Ensemble(ToolBase):
@@ -67,6 +73,7 @@ class Ensemble(ToolBase):
         # Per instance: what the case must provide and what is graded depend on the members.
         object.__setattr__(self, "needs", frozenset().union(*(t.needs for t in tools)))
         object.__setattr__(self, "answers", frozenset().union(*(t.answers for t in tools)))
+        object.__setattr__(self, "blind_to", blind_to_all(tools))
         object.__setattr__(self, "_tools", tools)
 
     def params(self) -> dict[str, Any]:
@@ -126,6 +133,7 @@ class Pipeline(ToolBase):
         object.__setattr__(self, "stages", stages)
         object.__setattr__(self, "needs", needs)
         object.__setattr__(self, "answers", frozenset().union(*(t.answers for t in tools)))
+        object.__setattr__(self, "blind_to", blind_to_all(tools))
         object.__setattr__(self, "_tools", tools)
 
     def params(self) -> dict[str, Any]:

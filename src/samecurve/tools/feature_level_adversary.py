@@ -33,7 +33,7 @@ from torch.nn import functional as F
 
 from samecurve.api import CaseView, Finding
 from samecurve.registry import register
-from samecurve.tools.base import ToolBase, clean_inputs
+from samecurve.tools.base import NOT_A_PATCH, ToolBase, clean_inputs
 from samecurve.tools.natural_patch_search import (
     cut_patches,
     flip_rates,
@@ -127,6 +127,7 @@ class FeatureLevelAdversary(ToolBase):
     other classes to the class; the class its best patch reaches anomalously often
     on held-out inputs is the suspect."""
 
+    blind_to = NOT_A_PATCH
     needs = frozenset({"gradients", "clean_data"})
     answers = frozenset({"detect", "target", "trigger"})
 

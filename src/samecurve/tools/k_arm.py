@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from samecurve.api import CaseView, Finding, Trigger
 from samecurve.registry import register
-from samecurve.tools.base import ToolBase, clean_inputs
+from samecurve.tools.base import NOT_A_PATCH, ToolBase, clean_inputs
 from samecurve.tools.neural_cleanse import anomaly_indices
 
 
@@ -115,6 +115,7 @@ class _Arm:
 class KArm(ToolBase):
     """Trigger inversion with a bandit scheduler over the pre-screened candidate labels."""
 
+    blind_to = NOT_A_PATCH
     needs = frozenset({"gradients", "clean_data"})
     answers = frozenset({"detect", "target", "trigger"})
 

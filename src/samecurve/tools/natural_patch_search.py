@@ -32,7 +32,7 @@ import torch
 from samecurve.api import CaseView, Finding, Trigger
 from samecurve.registry import register
 from samecurve.tools.anomaly import high_side_anomaly, index_to_probability
-from samecurve.tools.base import ToolBase, clean_inputs
+from samecurve.tools.base import NOT_A_PATCH, ToolBase, clean_inputs
 
 
 def flip_rates(before: torch.Tensor, after: torch.Tensor, num_classes: int) -> np.ndarray:
@@ -174,6 +174,7 @@ class NaturalPatchSearch(ToolBase):
     is the suspect, and that patch at its place is the recovered trigger."""
 
     kind = "black-box"
+    blind_to = NOT_A_PATCH
     needs = frozenset({"clean_data"})
     answers = frozenset({"detect", "target", "trigger"})
 

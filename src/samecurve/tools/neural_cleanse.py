@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from samecurve.api import CaseView, Finding, Trigger
 from samecurve.registry import register
 from samecurve.tools.anomaly import high_side_anomaly, index_to_probability
-from samecurve.tools.base import ToolBase, clean_inputs, prior_pixel_cost
+from samecurve.tools.base import NOT_A_PATCH, ToolBase, clean_inputs, prior_pixel_cost
 
 
 def anomaly_indices(norms: np.ndarray) -> np.ndarray:
@@ -77,6 +77,7 @@ class CostSchedule:
 class NeuralCleanse(ToolBase):
     """Per-label minimal trigger reverse-engineering with the MAD anomaly index."""
 
+    blind_to = NOT_A_PATCH
     needs = frozenset({"gradients", "clean_data"})
     answers = frozenset({"detect", "target", "trigger"})
 

@@ -25,6 +25,9 @@ class Strip(ToolBase):
     kind = "black-box"
     needs = frozenset({"clean_data", "train_data"})
     answers = frozenset({"detect", "target"})
+    # STRIP assumes an input-agnostic trigger: a source-specific one stays low-entropy
+    # only on its source class, which Gao et al. name as its limit.
+    blind_to = frozenset({"source-specific"})
 
     overlays: int = 16
     false_alarm: float = 0.02

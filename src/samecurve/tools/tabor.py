@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from samecurve.api import CaseView, Finding, Trigger
 from samecurve.registry import register
 from samecurve.tools.anomaly import index_to_probability
-from samecurve.tools.base import ToolBase, clean_inputs, prior_pixel_cost
+from samecurve.tools.base import NOT_A_PATCH, ToolBase, clean_inputs, prior_pixel_cost
 from samecurve.tools.neural_cleanse import CostSchedule, anomaly_indices
 
 
@@ -65,6 +65,7 @@ def scatter_penalty(
 class Tabor(ToolBase):
     """Neural Cleanse with TABOR's size, smoothness, blocking and overlay regularisers."""
 
+    blind_to = NOT_A_PATCH
     needs = frozenset({"gradients", "clean_data"})
     answers = frozenset({"detect", "target", "trigger"})
 
