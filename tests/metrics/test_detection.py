@@ -88,3 +88,22 @@ def test_brier_rejects_out_of_range() -> None:
         brier([1.3, 0.2], [1, 0])
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         brier([-0.1], [0])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_batched_metrics_agree_with_the_scalar_ones_row_by_row(seed: int) -> None:
+    """The bootstrap's batched forms give what the sklearn-backed metrics give on each
+    resample, ties included (scores drawn from few values, so many tie)."""
+    from samecurve.metrics.detection import aupr_batch, brier_batch, fpr_at_tpr_batch
+
+    rng = np.random.default_rng(seed)
+    labels = np.tile(np.r_[np.ones(7, int), np.zeros(11, int)], (200, 1))
+    labels = rng.permuted(labels, axis=1)
+    scores = rng.integers(0, 5, size=labels.shape) / 4  # in [0, 1], heavily tied
+    ap, sq = aupr_batch(scores, labels), brier_batch(scores, labels)
+    fprs = {t: fpr_at_tpr_batch(scores, labels, t) for t in (0.0, 0.5, 0.95, 1.0)}
+    for row, (s, y) in enumerate(zip(scores, labels, strict=True)):
+        assert ap[row] == pytest.approx(aupr(s, y), abs=1e-12)
+        assert sq[row] == pytest.approx(brier(s, y), abs=1e-12)
+        for tpr, got in fprs.items():
+            assert got[row] == pytest.approx(fpr_at_tpr(s, y, tpr), abs=1e-12), (row, tpr)

@@ -154,3 +154,21 @@ def test_paired_auroc_difference_identical_and_undefined() -> None:
     assert (res.mean_diff, res.lo, res.hi, res.p_value) == (0.0, 0.0, 0.0, 1.0)
     none = paired_auroc_difference([0.1, 0.2], [0.3, 0.4], [0, 0])
     assert none.n == 2 and math.isnan(none.mean_diff) and math.isnan(none.p_value)
+
+
+def test_stratified_ci_batched_and_one_by_one_agree() -> None:
+    """The same resamples scored at once or one at a time give the same interval,
+    and a perfect separator's interval is a point."""
+    from samecurve.metrics import aupr
+    from samecurve.metrics.detection import aupr_batch
+    from samecurve.run.stats import stratified_ci
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.ones(8, int), np.zeros(12, int)]
+    s = rng.random(20) + 0.3 * y
+    slow = stratified_ci(aupr, s, y, n_resamples=300)
+    fast = stratified_ci(aupr, s, y, n_resamples=300, batched=aupr_batch)
+    assert (slow.mean, slow.lo, slow.hi, slow.n) == pytest.approx((fast.mean, fast.lo, fast.hi, 20))
+    assert slow.lo < slow.mean < slow.hi
+    perfect = stratified_ci(aupr, y.astype(float), y, batched=aupr_batch)
+    assert (perfect.lo, perfect.mean, perfect.hi) == (1.0, 1.0, 1.0)

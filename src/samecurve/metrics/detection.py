@@ -15,7 +15,9 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-__all__ = ["aupr", "auroc", "brier", "fpr_at_tpr"]
+__all__ = [
+    "aupr", "aupr_batch", "auroc", "brier", "brier_batch", "fpr_at_tpr", "fpr_at_tpr_batch"
+]
 
 ArrayLike = Sequence[float] | np.ndarray
 LabelLike = Sequence[int] | np.ndarray
@@ -86,3 +88,46 @@ def brier(probs: ArrayLike, labels: LabelLike) -> float:
     if p.size == 0:
         return float("nan")
     return float(np.mean((p - y) ** 2))
+
+
+# ------------------------------------------------- batched, for bootstrap resamples
+
+
+def _ranked(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows sorted by descending score: labels in that order, whether each position
+    closes a group of tied scores (a threshold), and the running true positives."""
+    order = np.argsort(-scores, axis=1, kind="stable")
+    s = np.take_along_axis(scores, order, axis=1)
+    y = np.take_along_axis(labels, order, axis=1).astype(float)
+    last = np.ones_like(s, dtype=bool)
+    last[:, :-1] = s[:, 1:] != s[:, :-1]
+    return y, last, np.cumsum(y, axis=1)
+
+
+def aupr_batch(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """`aupr` of every row of (B, n) scores and 0/1 labels, each row holding both
+    classes: the recall gained at each threshold times the precision there."""
+    y, last, tp = _ranked(np.asarray(scores, float), np.asarray(labels))
+    n = y.shape[1]
+    precision = tp / np.arange(1, n + 1)
+    # every position takes the precision at the end of its tie group
+    end = np.where(last, np.arange(n), n)
+    end = np.minimum.accumulate(end[:, ::-1], axis=1)[:, ::-1]
+    at_end = np.take_along_axis(precision, end, axis=1)
+    return (y * at_end).sum(1) / y.sum(1)
+
+
+def fpr_at_tpr_batch(scores: np.ndarray, labels: np.ndarray, tpr: float = 0.95) -> np.ndarray:
+    """`fpr_at_tpr` of every row of (B, n) scores and 0/1 labels (both classes in each)."""
+    y, last, tp = _ranked(np.asarray(scores, float), np.asarray(labels))
+    n = y.shape[1]
+    positives = y.sum(1, keepdims=True)
+    fp = np.arange(1, n + 1) - tp
+    rates = np.where(last & (tp / positives >= tpr - 1e-12), fp / (n - positives), np.inf)
+    best = rates.min(1)
+    return np.where(tpr <= 0, 0.0, best)
+
+
+def brier_batch(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """`brier` of every row of (B, n) probabilities and 0/1 labels."""
+    return ((np.asarray(probs, float) - np.asarray(labels, float)) ** 2).mean(1)

@@ -120,8 +120,9 @@ def summarise_tool(
             if spec.name == "auroc":
                 intervals[spec.name] = auroc_ci(s, y)
             else:
+                batched = getattr(task, "population_batched", lambda _m: None)(spec.name)
                 intervals[spec.name] = stratified_ci(
-                    lambda a, b, m=spec.name: task.population(m, a, b), s, y
+                    lambda a, b, m=spec.name: task.population(m, a, b), s, y, batched=batched
                 )
         else:
             intervals[spec.name] = mean_ci(list(per_subject(cells, spec.name).values()))

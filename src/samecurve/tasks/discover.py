@@ -4,7 +4,7 @@ against the answer key and the model's real behaviour on fresh held-out inputs."
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -33,6 +33,7 @@ from samecurve.metrics import (
     pointing_game,
     target_top1,
 )
+from samecurve.metrics.detection import aupr_batch, brier_batch, fpr_at_tpr_batch
 from samecurve.registry import register
 from samecurve.tasks.rediscovery import CHOICES, evaluator_spec, judge
 from samecurve.zoo.builder import SubjectSpec, clean_split, training_sample
@@ -201,6 +202,11 @@ class DiscoverTask:
     def population(metric: str, scores: Sequence[float], labels: Sequence[int]) -> float:
         fn = {"auroc": auroc, "aupr": aupr, "fpr95": fpr_at_tpr, "brier": brier}[metric]
         return fn(np.asarray(scores, dtype=float), np.asarray(labels, dtype=int))
+
+    @staticmethod
+    def population_batched(metric: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
+        """The population metric over the rows of (B, n) arrays, for the bootstrap."""
+        return {"aupr": aupr_batch, "fpr95": fpr_at_tpr_batch, "brier": brier_batch}.get(metric)
 
     @staticmethod
     def chance(metric: str, labels: Sequence[int], num_classes: int) -> float:
