@@ -134,3 +134,29 @@ def test_references_share_the_subjects_data_and_never_include_it() -> None:
     pool = [scenes_a, scenes_b, digits]
     assert _references_for(scenes_a, pool) == (scenes_b.id,)
     assert _references_for(digits, pool) == ()
+
+
+
+def test_a_reference_that_missed_its_gate_is_left_out_not_loaded() -> None:
+    """Cells learn from the references that were built; one that missed its gate
+    (absent from the cache) is not handed to a tool, which could not load it."""
+    from samecurve.run.runner import _cell_jobs
+
+    suite = parse_suite(tiny_suite_text('["layer-norms"]', ONE_OF_EACH).replace(
+        "tasks:", "references: [{recipe: patch, count: 2, population: dev}]\ntasks:"
+    ))
+    built, missed = suite.reference_specs()
+
+    class Cache:  # the subjects and one reference exist
+        root = "unused"
+
+        def has(self, subject_id: str) -> bool:
+            return subject_id != missed.id
+
+    class Store:
+        def done(self) -> set:
+            return set()
+
+    jobs = _cell_jobs(suite, suite.subject_specs(), "cpu", Cache(), Store())
+    assert len(jobs) == 2
+    assert all(job.payload.references == (built.id,) for job in jobs)

@@ -194,7 +194,8 @@ def _cell_jobs(
     suite: Suite, specs: list[SubjectSpec], device: str, cache: Cache, store: Store
 ) -> list[Job]:
     done = store.done()
-    pool_of_references = suite.reference_specs() or specs
+    # Only references that were built: one that missed its gate is left out, not loaded.
+    pool_of_references = [r for r in suite.reference_specs() or specs if cache.has(r.id)]
     references = suite.reference_tag()
     budget = suite.budget.budget()
     limit = budget.seconds * HARD_LIMIT_FACTOR + HARD_LIMIT_GRACE
