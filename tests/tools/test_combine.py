@@ -129,3 +129,20 @@ def test_attribution_prior_finds_a_fixed_patch_in_the_training_sample(population
         mask = prior.trigger.mask
         peak = np.unravel_index(np.argmax(mask), mask.shape)
         assert key.trigger.footprint[peak], (subject.id, peak)
+
+
+def test_prior_pixel_cost_by_hand() -> None:
+    """Mask pixels cost 1, less the discount where the prior region peaks (scaled to 1)."""
+    from types import SimpleNamespace
+
+    from samecurve.api import Trigger
+    from samecurve.tools.base import prior_pixel_cost
+
+    mask = np.zeros((2, 2), np.float32)
+    mask[0, 0], mask[0, 1] = 0.5, 0.25  # peaks at 0.5: scaled to 1 and 0.5
+    prior = Finding(trigger=Trigger(mask=mask, pattern=np.zeros((3, 2, 2), np.float32)))
+    view = SimpleNamespace(input_shape=(3, 2, 2), device="cpu", prior=prior)
+    cost = prior_pixel_cost(view, 0.75)
+    assert cost.tolist() == [[[0.25, 0.625], [1.0, 1.0]]]
+    assert prior_pixel_cost(SimpleNamespace(input_shape=(3, 2, 2), device="cpu", prior=None),
+                            0.75).tolist() == [[[1.0, 1.0], [1.0, 1.0]]]
