@@ -158,12 +158,18 @@ def _stratified_aucs(
     """Bootstrap AUROCs of each score vector with one shared stratified resampling:
     positives and negatives are resampled separately (class counts kept), and the
     same subject indices are used for every score vector (paired)."""
+    ip, ineg = _stratified_draws(y, n_resamples, seed)
+    return [_auc_stat(s[ip], s[ineg]) for s in score_sets]
+
+
+def _stratified_draws(y: np.ndarray, n_resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n_resamples, n_pos) and (n_resamples, n_neg) indices: each class resampled
+    with replacement on its own, so every resample keeps the class counts."""
     rng = np.random.default_rng(seed)
-    pos_idx = np.flatnonzero(y == 1)
-    neg_idx = np.flatnonzero(y == 0)
+    pos_idx, neg_idx = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
     ip = pos_idx[rng.integers(0, pos_idx.size, size=(int(n_resamples), pos_idx.size))]
     ineg = neg_idx[rng.integers(0, neg_idx.size, size=(int(n_resamples), neg_idx.size))]
-    return [_auc_stat(s[ip], s[ineg]) for s in score_sets]
+    return ip, ineg
 
 
 def mean_ci(
@@ -293,13 +299,7 @@ def stratified_ci(
     if y.sum() in (0, n):
         return Interval(_NAN, _NAN, _NAN, n)
     point = float(statistic(s, y))
-    rng = np.random.default_rng(seed)
-    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-    idx = np.concatenate(
-        [pos[rng.integers(0, pos.size, size=(int(n_resamples), pos.size))],
-         neg[rng.integers(0, neg.size, size=(int(n_resamples), neg.size))]],
-        axis=1,
-    )
+    idx = np.concatenate(_stratified_draws(y, n_resamples, seed), axis=1)
     if batched is not None:
         dist = np.asarray(batched(s[idx], y[idx]), dtype=float)
     else:
