@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 
@@ -73,3 +75,13 @@ def plugins(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 __all__ = ["TINY_TRAIN", "SubjectSpec", "tiny_suite_text", "use_plugin"]
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Torch on one thread for a module of many small ops (tool tests opt in with
+    `pytestmark`): on the shared 2-core machine a second thread mostly waits."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

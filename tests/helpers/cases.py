@@ -33,6 +33,11 @@ def patch_findings(name: str, population: list, cache: Any) -> dict[str, tuple[A
     return {s.id: (s, discover(name, s, cache)) for s in population if s.family == "patch"}
 
 
+def ranked_first(findings: dict[str, tuple[Any, Finding]]) -> list[tuple[Any, Finding]]:
+    """The (subject, finding) pairs whose finding ranks the planted target first."""
+    return [(s, f) for s, f in findings.values() if f.targets[0] == s.answer_key.target]
+
+
 def hit_rate(subject: Any, stamp: Any = None, n: int = 256) -> float:
     """Share of held-out inputs of other classes than the subject's target that the
     model sends to the target, stamped with `stamp` (None: as they are)."""

@@ -19,16 +19,9 @@ from samecurve.tools.class_synthesis import (
     placements,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Many small ops: on the shared 2-core machine a second thread mostly waits
-    (measured: adversarial-patch took 55 CPU-seconds a subject with 2 threads under
-    load, 3.3 with 1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# One torch thread (measured: adversarial-patch took 55 CPU-seconds a subject with 2 threads
+# under load, 3.3 with 1).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_paste_and_places_by_hand() -> None:

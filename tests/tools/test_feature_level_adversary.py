@@ -5,22 +5,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from cases import hit_rate, patch_findings
+from cases import hit_rate, patch_findings, ranked_first
 
 import samecurve.tools.feature_level_adversary  # noqa: F401  (registers the tool)
 from samecurve.registry import get
 from samecurve.tools.feature_level_adversary import PatchVAE, total_variation, train_patch_vae
 from samecurve.tools.natural_patch_search import cut_patches
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small ops: on the shared 2-core machine a second thread mostly waits (measured:
-    training the VAE took 63 s with 2 threads under load, 2 s with 1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# One torch thread (measured: training the VAE took 63 s with 2 threads under load, 2 s with 1).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_total_variation_by_hand() -> None:
     flat = torch.full((1, 1, 3, 3), 0.5)
@@ -81,7 +74,7 @@ def test_ranks_the_planted_target_high(findings) -> None:
 def test_the_trigger_it_returns_works(findings) -> None:
     # Measured: on the subject whose target it ranks first, its patch sends 92% of
     # held-out inputs of other classes to the target (90-92% over seeds 0-1).
-    hits = [(s, f) for s, f in findings.values() if f.targets[0] == s.answer_key.target]
+    hits = ranked_first(findings)
     assert hits, "the target of neither patch subject was ranked first"
     for subject, f in hits:
         assert hit_rate(subject, f.trigger) > 0.6

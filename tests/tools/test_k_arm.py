@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from cases import case_view
 
 import samecurve.tools.k_arm  # noqa: F401  (registers the tool)
@@ -17,13 +16,8 @@ from samecurve.tools.k_arm import choose_arm, per_pull_fall, promise, ratio_to_p
 INF = float("inf")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Many small ops: on a shared 2-core machine a second thread mostly waits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# One torch thread: many small ops, and on a shared 2-core machine a second thread mostly waits.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_promise_and_fall_by_hand() -> None:

@@ -47,14 +47,9 @@ def _population(n: int, offset: int = 0) -> tuple[ReferenceModel, ...]:
     return tuple(ReferenceModel(Biased(offset + i, i % 2 == 1), i % 2 == 1) for i in range(n))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Many tiny ops: on a shared 2-core machine a second thread mostly waits (measured:
-    the synthetic test took 107 s with 2 threads under load, a few seconds with 1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# One torch thread (measured: the synthetic test took 107 s with 2 threads under load, a few
+# seconds with 1).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_balanced_batch_by_hand() -> None:

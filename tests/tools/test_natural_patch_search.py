@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from cases import hit_rate, patch_findings
+from cases import hit_rate, patch_findings, ranked_first
 
 import samecurve.tools.natural_patch_search  # noqa: F401  (registers the tool)
 from samecurve.tools.natural_patch_search import (
@@ -19,15 +19,8 @@ from samecurve.tools.natural_patch_search import (
     rank_classes,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small ops: on the shared 2-core machine a second thread mostly waits (measured:
-    training the VAE took 63 s with 2 threads under load, 2 s with 1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# One torch thread (measured: training the VAE took 63 s with 2 threads under load, 2 s with 1).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_flip_rates_by_hand() -> None:
     before = torch.tensor([0, 0, 1, 2])
@@ -99,7 +92,7 @@ def test_ranks_the_planted_target_high(findings) -> None:
 def test_the_trigger_it_returns_works(findings) -> None:
     # Measured: on the subject whose target it ranks first, its natural patch sends
     # 84% of held-out inputs of other classes to the target (79-86% over seeds 0-2).
-    hits = [(s, f) for s, f in findings.values() if f.targets[0] == s.answer_key.target]
+    hits = ranked_first(findings)
     assert hits, "the target of neither patch subject was ranked first"
     for subject, f in hits:
         assert hit_rate(subject, f.trigger) > 0.6

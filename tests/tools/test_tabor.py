@@ -7,22 +7,15 @@ import dataclasses
 
 import pytest
 import torch
-from cases import case_view, hit_rate, patch_findings
+from cases import case_view, hit_rate, patch_findings, ranked_first
 
 import samecurve.tools.tabor  # noqa: F401  (registers the tool)
 from samecurve.api import Finding
 from samecurve.registry import get
 from samecurve.tools.tabor import scatter_penalty, size_penalty, total_variation
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Many small ops: on the shared 2-core machine a second thread mostly waits
-    (measured: 28 CPU-seconds a subject with 2 threads under load, 4.5 with 1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# One torch thread (measured: 28 CPU-seconds a subject with 2 threads under load, 4.5 with 1).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_total_variation_by_hand() -> None:
@@ -78,7 +71,7 @@ def test_recovered_trigger_works_on_held_out_inputs(findings) -> None:
     # Measured where the target ranked first (9 runs over two trainings): 56-89% of held-out
     # inputs of other classes go to the target when stamped with the recovered trigger
     # (the clean model sends ~1% there).
-    graded = [(s, f) for s, f in findings.values() if f.targets[0] == s.answer_key.target]
+    graded = ranked_first(findings)
     assert graded
     for subject, finding in graded:
         assert hit_rate(subject, finding.trigger) > 0.5, subject.id
