@@ -18,9 +18,15 @@ from torch import nn
 NEEDS = frozenset(
     {"weights", "gradients", "clean_data", "train_data", "references", "answer_key"}
 )
-# Which questions of the discover family a tool claims to answer. Metrics of a
-# question a tool does not claim are shown as "not attempted", never as zero.
-ANSWERS = frozenset({"detect", "target", "trigger", "attribution"})
+# Which questions a tool claims to answer: discover's detect, target, trigger and
+# attribution; edit's remove (a trojan it is not told about) and steer (one
+# specified behaviour). Metrics of a question a tool does not claim are shown as
+# "not attempted", never as zero.
+DISCOVER_ANSWERS = frozenset({"detect", "target", "trigger", "attribution"})
+EDIT_ANSWERS = frozenset({"remove", "steer"})
+ANSWERS = DISCOVER_ANSWERS | EDIT_ANSWERS
+# The verbs a tool may implement, one per task family (attribution is discover's).
+VERBS = ("discover", "attribute", "edit")
 
 
 class BudgetExceeded(RuntimeError):
@@ -251,6 +257,23 @@ class Meter:
             )
 
 
+class QueryOnly(nn.Module):
+    """Black-box access: outputs without gradients, and no parameters to read."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        object.__setattr__(self, "_hidden", model)  # not a registered submodule
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self._hidden(x)
+
+    @staticmethod
+    def unwrap(model: nn.Module) -> nn.Module:
+        """The model behind a black-box wrapper (graders see it; tools do not)."""
+        return model._hidden if isinstance(model, QueryOnly) else model
+
+
 @dataclass(frozen=True, eq=False)
 class CaseView:
     """Everything a tool may see of one case. Fields the tool did not declare in
@@ -270,6 +293,9 @@ class CaseView:
     # In a pipeline (`a>b`), what the earlier stage found: b may start from a's
     # suspected targets and trigger region. None for a tool run on its own.
     prior: Finding | None = None
+    # A steer case's specification (edit family): what the new model should do.
+    # None in a remove case, where the tool is told nothing about the trojan.
+    request: EditRequest | None = None
 
     def time_left(self) -> float:
         return self.meter.time_left()
@@ -296,6 +322,18 @@ class Finding:
         p = self.trojan_probability
         if p is not None and not (0.0 <= p <= 1.0 and np.isfinite(p)):
             raise ValueError(f"trojan_probability must be in [0, 1], got {p}")
+
+
+@dataclass(frozen=True, eq=False)
+class EditRequest:
+    """One behaviour to change, shown by example: `examples.x` are a handful of
+    inputs and `examples.y` the labels the edited model should give them (e.g.
+    class-A inputs that contain feature F, labelled B). Everything else should
+    stay as it was. `rule` spells the behaviour out (the feature as a stamp, the
+    source and new label); only oracle tools are given it."""
+
+    examples: Split
+    rule: Trojan | None = None
 
 
 @dataclass(frozen=True)
@@ -345,6 +383,34 @@ class Tool(Protocol):
 
 class DiscoverTool(Tool, Protocol):
     def discover(self, view: CaseView) -> Finding: ...
+
+
+class EditTool(Tool, Protocol):
+    def edit(self, view: CaseView) -> nn.Module:
+        """Return a new model (never the view's, which must stay unchanged)."""
+        ...
+
+
+def tool_verbs(tool: Any) -> frozenset[str]:
+    """The task verbs a tool implements: its `verbs` if it declares them (a
+    combination's depend on its parts), else the VERBS it has methods for."""
+    declared = getattr(tool, "verbs", None)
+    if declared is not None:
+        return frozenset(declared)
+    return frozenset(v for v in VERBS if callable(getattr(tool, v, None)))
+
+
+def task_accepts(task: Any, tool: Any) -> bool:
+    """Whether a task runs this tool: a suite crosses every task with every tool, and
+    each task keeps the tools that implement its verb (a detector is not an editor)."""
+    accepts = getattr(task, "accepts", None)
+    return accepts(tool) if accepts is not None else task.verb in tool_verbs(tool)
+
+
+def task_applies(task: Any, card: Mapping[str, Any]) -> bool:
+    """Whether a task grades this subject (removal needs a trojan; steering a clean model)."""
+    applies = getattr(task, "applies", None)
+    return applies(card) if applies is not None else True
 
 
 class AttributionTool(Tool, Protocol):

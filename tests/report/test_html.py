@@ -22,6 +22,7 @@ from samecurve.report import (
     figures,
     render_report,
 )
+from samecurve.report.model import Leaderboard, TaskSection
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NAN = math.nan
@@ -106,19 +107,24 @@ def _gallery() -> list[GalleryItem]:
 
 def _data() -> ReportData:
     rows = _rows()
+    chance = {"auroc": 0.5, "trigger_l1": NAN}
+    family = [rows[0], dataclasses.replace(rows[1], outside_design=True)]
+    section = TaskSection(
+        task="discover",
+        title="Discover · find the planted flaw",
+        metrics=_metrics(),
+        boards=[Leaderboard("all", rows, chance), Leaderboard("badnets", family, chance)],
+        comparisons=[
+            Comparison("neural-cleanse", "random", "trigger_l1", -0.222, -0.3, -0.15, 11, 0.0004)
+        ],
+    )
     return ReportData(
         title="samecurve — test suite",
         created="2024-01-01T00:00:00",
         suite="tiny",
         summary={"subjects per family": "12", "seeds": "0, 1", "device": "cpu"},
-        metrics=_metrics(),
-        chance={"auroc": 0.5, "trigger_l1": NAN},
-        rows=rows,
-        comparisons=[
-            Comparison("neural-cleanse", "random", "trigger_l1", -0.222, -0.3, -0.15, 11, 0.0004)
-        ],
+        tasks=[section],
         gallery=_gallery(),
-        families=[("badnets", [rows[0], dataclasses.replace(rows[1], outside_design=True)])],
     )
 
 

@@ -1,6 +1,8 @@
 """Every registered tool obeys the contracts: no work in the constructor, the
 input model unchanged, no hooks left behind (even after an error), and the same
-answer twice under the same seed."""
+answer twice under the same seed. Each tool runs in every task it implements
+(discover for detectors and attribution, edit for repairs): an editor must also
+return a new model, never the one it was given."""
 
 from __future__ import annotations
 
@@ -11,13 +13,25 @@ import numpy as np
 import pytest
 import torch
 
-from samecurve.api import Budget, BudgetExceeded, Meter
+from samecurve.api import Budget, BudgetExceeded, Meter, QueryOnly, task_accepts, tool_verbs
 from samecurve.registry import get, names
 from samecurve.run.cell import CellJob, attach_meter, build_view
 from samecurve.run.suite import TaskEntry, ToolEntry, make_task
 
 TOOLS = [n for n in names("tool")]
+# Repairs in a few steps, graded on few inputs: the contracts, not the quality.
+EDIT_FAST = {"steps": 4}
+FAST_TASKS = {
+    "edit": {"heldout_examples": 128, "relapse_examples": 32, "relapse_steps": 2,
+             "attack_examples": 32, "attack_steps": 2},
+}
 FAST = {
+    **{n: EDIT_FAST for n in ("finetune", "fine-pruning", "attribution-reg", "adv-train", "lat",
+                              "targeted-lat", "oracle")},
+    "random-prune": {"steps": 0},
+    "nc-unlearn": {"steps": 4, "nc_steps": 8},
+    "nad": {"steps": 4, "teacher_steps": 4},
+    "anp": {"steps": 4},
     "neural-cleanse": {"steps": 8},
     "integrated-gradients": {"n_steps": 4},
     "tabor": {"steps": 8},
@@ -43,11 +57,28 @@ def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _run(tool_name: str, subject, cache, population, budget: Budget | None = None):
+def _cases() -> list[tuple[str, str]]:
+    """(tool, task) for every registered tool and each task of the remove/detect kind it
+    implements (steer runs the same edit verb, so edit stands for both)."""
+    out = []
+    for name in TOOLS:
+        tool = get("tool", name)(**FAST.get(name, {}))
+        for task in ("discover", "edit"):
+            if task_accepts(make_task(TaskEntry(name=task)), tool):
+                out.append((name, task))
+    return out
+
+
+CASES = _cases()
+
+
+def _run(tool_name: str, subject, cache, population, budget: Budget | None = None,
+         task_name: str = "discover"):
     entry = ToolEntry(name=tool_name, params=FAST.get(tool_name, {}))
     tool = get("tool", tool_name)(**entry.params)
-    task = make_task(TaskEntry(name="discover"))
-    job = CellJob(TaskEntry(name="discover"), entry, subject.id, 0, budget or Budget(seconds=60),
+    task_entry = TaskEntry(name=task_name, params=FAST_TASKS.get(task_name, {}))
+    task = make_task(task_entry)
+    job = CellJob(task_entry, entry, subject.id, 0, budget or Budget(seconds=60),
                   "cpu", str(cache.root), tuple(s.id for s in population if s.id != subject.id))
     meter = Meter(job.budget)
     view = build_view(job, task, tool, subject, meter)
@@ -71,15 +102,16 @@ def test_constructor_takes_hyperparameters_only(name: str) -> None:
     assert time.perf_counter() - t < 0.01
     for f in dataclasses.fields(tool):
         assert isinstance(getattr(tool, f.name), int | float | str | bool | tuple | type(None))
-    assert tool.answers and (hasattr(tool, "discover") or hasattr(tool, "attribute"))
+    assert tool.answers and tool_verbs(tool)
 
 
-@pytest.mark.parametrize("name", TOOLS)
-def test_model_unchanged_no_hooks_and_deterministic(name, patch_subject, cache, population) -> None:
+@pytest.mark.parametrize(("name", "task_name"), CASES)
+def test_model_unchanged_no_hooks_and_deterministic(name, task_name, patch_subject, cache,
+                                                    population) -> None:
     before = _state(patch_subject.model)
     outputs = []
     for _ in range(2):
-        tool, task, view = _run(name, patch_subject, cache, population)
+        tool, task, view = _run(name, patch_subject, cache, population, task_name=task_name)
         model = view.model
         hooks = _hooks(patch_subject.model)
         view_state = _state(model)
@@ -98,11 +130,12 @@ def test_model_unchanged_no_hooks_and_deterministic(name, patch_subject, cache, 
         np.testing.assert_array_equal(a1[k], a2[k])
 
 
-@pytest.mark.parametrize("name", TOOLS)
-def test_no_hooks_left_after_an_error(name, patch_subject, cache, population) -> None:
+@pytest.mark.parametrize(("name", "task_name"), CASES)
+def test_no_hooks_left_after_an_error(name, task_name, patch_subject, cache, population) -> None:
     """The tool is stopped by an exhausted query budget mid-run; it must still clean up."""
-    tool, task, view = _run(name, patch_subject, cache, population, Budget(seconds=60, queries=1))
-    inner = getattr(view.model, "_hidden", view.model)
+    tool, task, view = _run(name, patch_subject, cache, population, Budget(seconds=60, queries=1),
+                            task_name)
+    inner = QueryOnly.unwrap(view.model)
     handles = attach_meter(inner, view.meter)
     try:
         task.run(tool, view, patch_subject)
@@ -128,3 +161,16 @@ def test_only_oracles_see_the_answer_key(name, patch_subject, cache, population)
         assert view.clean is None
     if "train_data" not in tool.needs:
         assert view.train_sample is None
+
+
+@pytest.mark.parametrize("name", [n for n, t in CASES if t == "edit"])
+def test_an_editor_returns_a_new_model_that_takes_the_same_inputs(name, patch_subject, cache,
+                                                                  population) -> None:
+    tool, _, view = _run(name, patch_subject, cache, population, task_name="edit")
+    edited = tool.edit(view)
+    assert edited is not view.model and edited is not patch_subject.model
+    shared = {id(p) for p in view.model.parameters()} & {id(p) for p in edited.parameters()}
+    assert not shared, f"{name} returned a model that shares parameters with its input"
+    x = torch.rand(4, *patch_subject.input_shape)
+    with torch.no_grad():
+        assert edited(x).shape == (4, patch_subject.num_classes)

@@ -11,9 +11,8 @@ from cases import case_view
 from torch import nn
 
 import samecurve.tools.meta_classifier  # noqa: F401  (registers the tool)
-from samecurve.api import Budget, CaseView, Meter, ReferenceModel
+from samecurve.api import Budget, CaseView, Meter, QueryOnly, ReferenceModel
 from samecurve.registry import get
-from samecurve.run.cell import QueryOnly
 from samecurve.tools.meta_classifier import balanced_batch
 
 SHAPE = (3, 8, 8)

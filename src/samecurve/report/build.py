@@ -7,25 +7,30 @@ import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from samecurve import __version__
+from samecurve.api import MetricSpec
 from samecurve.registry import get
-from samecurve.report.html import render_report
+from samecurve.report.html import count, fmt, render_report
 from samecurve.report.model import (
     Cell,
     Comparison,
     GalleryItem,
+    Leaderboard,
     MetricColumn,
     ReportData,
+    TaskSection,
     ToolOutput,
     ToolRow,
 )
 from samecurve.run.aggregate import Board, RunData, ToolSummary, boards, compare, load_run
 from samecurve.run.store import Store
+from samecurve.run.suite import make_task
 
 REPORT_NAME = "report.html"
 LABELS = {
@@ -38,7 +43,27 @@ LABELS = {
     "trigger_iou": "Trigger IoU",
     "attribution_corr": "Attribution corr.",
     "pointing_game": "Pointing game",
+    "rediscovery": "Rediscovery",
+    "asr_after": "Attack success after",
+    "acc_drop": "Clean acc. drop",
+    "repaired": "Repaired (<2% ASR, <1 pt)",
+    "robust_acc": "Robust acc.",
+    "der": "DER",
+    "relapse": "Relapse",
+    "unforeseen": "Unforeseen attack",
+    "clean_acc_after": "Clean acc. after",
+    "asr_before": "Attack success before",
+    "edit_success": "Edit success",
+    "side_effects": "Side effects",
+    "steer_acc_drop": "Clean acc. drop",
 }
+TITLES = {
+    "discover": "Discover · find the planted flaw",
+    "edit": "Edit · remove a trojan",
+    "steer": "Edit · steer one behaviour",
+}
+MAIN_TASK = "discover"  # drawn first, with charts and the gallery, when the suite has it
+TABLE_METRICS = 5  # metric columns per terminal table, so a board fits a terminal
 
 
 def _rows(board: Board) -> list[ToolRow]:
@@ -54,25 +79,34 @@ def _rows(board: Board) -> list[ToolRow]:
             )
         out.append(
             ToolRow(r.tool, r.kind, cells, r.n_ok, r.n_error, r.n_timeout, r.seconds_mean,
-                    r.queries_mean, r.outside_design)
+                    r.queries_mean, r.outside_design, r.grad_steps_mean)
         )
     return out
 
 
+def _task(run: RunData, name: str) -> Any:
+    """The task object of the suite entry a board was made for."""
+    return make_task(next(e for e in run.suite.tasks if e.name == name))
+
+
 def _comparisons(run: RunData, board: Board) -> list[Comparison]:
-    """Every ranked tool against the `random` tool, on each per-subject metric and AUROC."""
-    names = {r.tool for r in board.rows}
-    if "random" not in names:
+    """Every ranked tool against the task's baseline (`random` for discover, `null`, the
+    unchanged model, for edits), on each per-subject metric and AUROC. Oracles, the
+    baseline, the chance tool and `null` are yardsticks, not contenders, so they are left out."""
+    task = _task(run, board.task)
+    baseline = getattr(task, "baseline_tool", "random")
+    if baseline not in {r.tool for r in board.rows}:
         return []
+    yardsticks = {baseline, getattr(task, "chance_tool", "random"), "null"}
     out = []
     for r in board.rows:
-        if r.kind in ("oracle",) or r.tool in ("random", "null"):
+        if r.kind == "oracle" or r.tool in yardsticks:
             continue
         for m in board.metrics:
             if m.name not in r.intervals or (m.population and m.name != "auroc"):
                 continue
-            c = compare(run, board.task, r.tool, "random", m.name)
-            out.append(Comparison(r.tool, "random", m.name, c.mean_diff, c.lo, c.hi, c.n,
+            c = compare(run, board.task, r.tool, baseline, m.name)
+            out.append(Comparison(r.tool, baseline, m.name, c.mean_diff, c.lo, c.hi, c.n,
                                   c.p_value))
     return out
 
@@ -200,25 +234,40 @@ def leakage_lines(all_boards: Sequence[Board]) -> dict[str, str]:
     return out
 
 
+def _section(run: RunData, task_boards: Sequence[Board]) -> TaskSection:
+    """One task's columns, boards ("all" first) and comparisons on its overall board."""
+    overall = next(b for b in task_boards if b.family == "all")
+    ordered = [overall, *(b for b in task_boards if b is not overall)]
+    return TaskSection(
+        task=overall.task,
+        title=TITLES.get(overall.task, overall.task),
+        metrics=[
+            MetricColumn(m.name, LABELS.get(m.name, m.name), m.question, m.higher_is_better,
+                         m.description)
+            for m in overall.metrics
+        ],
+        boards=[Leaderboard(b.family, _rows(b), b.chance) for b in ordered],
+        comparisons=_comparisons(run, overall),
+    )
+
+
 def report_data(run: RunData, all_boards: Sequence[Board]) -> ReportData:
-    main = next(b for b in all_boards if b.family == "all")
-    summary = {**_summary(run), **leakage_lines(all_boards)}
-    columns = [
-        MetricColumn(m.name, LABELS.get(m.name, m.name), m.question, m.higher_is_better,
-                     m.description)
-        for m in main.metrics
+    """Every task of the suite in suite order, discover first when present (it has the
+    charts and the gallery); a task that grades no subject has no boards and no section."""
+    sections = [
+        _section(run, [b for b in all_boards if b.task == e.name])
+        for e in run.suite.tasks
+        if any(b.task == e.name and b.family == "all" for b in all_boards)
     ]
+    sections.sort(key=lambda s: s.task != MAIN_TASK)  # stable: the rest keep suite order
+    has_main = bool(sections) and sections[0].task == MAIN_TASK
     return ReportData(
         title=f"samecurve — {run.suite.name} suite",
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         suite=run.suite.name,
-        summary=summary,
-        metrics=columns,
-        chance=main.chance,
-        rows=_rows(main),
-        comparisons=_comparisons(run, main),
-        gallery=_gallery(run, main.task),
-        families=[(b.family, _rows(b)) for b in all_boards if b.family != "all"],
+        summary={**_summary(run), **leakage_lines(all_boards)},
+        tasks=sections,
+        gallery=_gallery(run, MAIN_TASK) if has_main else [],
     )
 
 
@@ -240,32 +289,45 @@ def _fmt(summary: ToolSummary, metric: str) -> str:
     return f"{iv.mean:.2f} [dim][{iv.lo:.2f},{iv.hi:.2f}][/dim]"
 
 
+def _table_groups(metrics: Sequence[MetricSpec]) -> list[tuple[str, list[MetricSpec]]]:
+    """Discover's two tables (detection; localisation), or any other task's metrics in
+    suite order, TABLE_METRICS at a time."""
+    if any(m.question == "detect" for m in metrics):
+        return [
+            ("detection", [m for m in metrics if m.question == "detect"]),
+            ("target, trigger, attribution", [m for m in metrics if m.question != "detect"]),
+        ]
+    chunks = [list(metrics[i : i + TABLE_METRICS]) for i in range(0, len(metrics), TABLE_METRICS)]
+    out = []
+    for i, chunk in enumerate(chunks, 1):
+        title = ", ".join(dict.fromkeys(m.question for m in chunk))
+        out.append((f"{title} ({i}/{len(chunks)})" if len(chunks) > 1 else title, chunk))
+    return out
+
+
 def print_board(board: Board, console: Console) -> None:
-    """Two compact tables (detection; localisation) that fit a terminal."""
-    groups = [
-        ("detection", [m for m in board.metrics if m.question == "detect"]),
-        ("target, trigger, attribution", [m for m in board.metrics if m.question != "detect"]),
-    ]
-    for title, metrics in groups:
+    """Compact tables that fit a terminal, each with the cost of every tool."""
+    for title, metrics in _table_groups(board.metrics):
         table = Table(title=f"{board.task} · {board.family} · {title}", title_justify="left")
         table.add_column("tool")
         for m in metrics:
             arrow = "↑" if m.higher_is_better else "↓"
             table.add_column(f"{LABELS.get(m.name, m.name)} {arrow}", justify="right")
-        table.add_column("N", justify="right")
-        table.add_column("err/to", justify="right")
+        for name in ("N", "err/to", "s", "grad steps"):
+            table.add_column(name, justify="right")
         for r in board.rows:
             ns = [iv.n for m in metrics if (iv := r.intervals.get(m.name)) is not None]
             name = f"[italic]{r.tool} (oracle)[/italic]" if r.kind == "oracle" else r.tool
             if r.outside_design:
                 name += " [dim]†[/dim]"
             table.add_row(name, *[_fmt(r, m.name) for m in metrics],
-                          str(max(ns)) if ns else "—", f"{r.n_error}/{r.n_timeout}")
+                          str(max(ns)) if ns else "—", f"{r.n_error}/{r.n_timeout}",
+                          fmt(r.seconds_mean, 1), count(r.grad_steps_mean))
         table.add_row("[dim]chance[/dim]", *[
-            "[dim]n/a[/dim]" if not np.isfinite(board.chance[m.name])
-            else f"[dim]{board.chance[m.name]:.2f}[/dim]" for m in metrics], "", "")
+            "[dim]n/a[/dim]" if not np.isfinite(board.chance.get(m.name, np.nan))
+            else f"[dim]{board.chance[m.name]:.2f}[/dim]" for m in metrics], "", "", "", "")
         console.print(table)
     console.print("[dim]mean [95% bootstrap CI] over subjects; N = subjects; crashes and "
-                  "timeouts score at the floor; — = not attempted"
+                  "timeouts score at the floor; — = not attempted; s = seconds per cell"
                   + ("; † = a family outside the tool's design (it ran and is scored)"
                      if any(r.outside_design for r in board.rows) else "") + "[/dim]")

@@ -15,10 +15,18 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-from samecurve.report.model import GalleryItem, MetricColumn, ToolRow
+from samecurve.report.model import GalleryItem, Leaderboard, MetricColumn, ToolRow
 
-__all__ = ["attribution_row", "example_row", "leaderboard_chart", "trigger_row"]
+__all__ = [
+    "FRONTIER_METRICS",
+    "attribution_row",
+    "example_row",
+    "frontier_chart",
+    "leaderboard_chart",
+    "trigger_row",
+]
 
 DPI = 100
 PANEL_IN = 1.25  # inches per gallery panel
@@ -28,6 +36,13 @@ TOOL_COLOUR = "#2b6cb0"
 CHANCE_COLOUR = "#c05621"
 OK_COLOUR = "#276749"
 BAD_COLOUR = "#9b2c2c"
+BAR_COLOUR = "#c6f6d5"
+# The remove trade-off: (x, y) metrics, and the bar a repair must meet (the defaults
+# of samecurve.metrics.edit.repaired, not imported: that module needs torch).
+FRONTIER_METRICS = ("acc_drop", "asr_after")
+BAR_ACC_DROP = 0.01
+BAR_ASR = 0.02
+FRONTIER_COLUMNS = 3
 
 
 def _png(fig: Figure) -> bytes:
@@ -288,4 +303,76 @@ def example_row(clean: np.ndarray, triggered: np.ndarray, footprint: np.ndarray,
     axes[2].imshow((np.asarray(footprint) > 0).astype(float), cmap="gray", **imshow)
     _panel(axes[2], "footprint")
     fig.suptitle(_plain(title), fontsize=8)
+    return _png(fig)
+
+
+def _point(row: ToolRow, metric: str, scale: float = 1.0) -> tuple[float, float, float] | None:
+    """(mean, lo, hi) of an attempted, finite cell, scaled; None when there is nothing to draw."""
+    cell = row.cells.get(metric)
+    if cell is None or not cell.attempted or not _finite(cell.mean):
+        return None
+    lo = cell.lo if _finite(cell.lo) else cell.mean
+    hi = cell.hi if _finite(cell.hi) else cell.mean
+    return cell.mean * scale, lo * scale, hi * scale
+
+
+def frontier_chart(boards: Sequence[Leaderboard]) -> bytes:
+    """The remove trade-off as small multiples, one panel per board: each tool at
+    (clean accuracy drop in points, attack success after) with 95% CI whiskers, and
+    the bar a repair must meet shaded. A table ranks one metric at a time; this shows
+    who pays for a low attack success with accuracy. Axes are shared so panels compare."""
+    x_name, y_name = FRONTIER_METRICS
+    panels = [
+        (b.family, [(r, p, q) for r in b.rows
+                    if (p := _point(r, x_name, 100.0)) and (q := _point(r, y_name))])
+        for b in boards
+    ]
+    xs = [v for _, pts in panels for _, p, _ in pts for v in p] + [0.0, 100 * BAR_ACC_DROP]
+    ys = [v for _, pts in panels for _, _, q in pts for v in q] + [0.0, BAR_ASR]
+    x_pad = 0.08 * (max(xs) - min(xs)) or 0.5
+    y_pad = 0.08 * (max(ys) - min(ys)) or 0.05
+    xlim, ylim = (min(xs) - x_pad, max(xs) + x_pad), (min(ys) - y_pad, max(ys) + y_pad)
+
+    n_cols = max(1, min(FRONTIER_COLUMNS, len(panels)))
+    n_rows = max(1, math.ceil(len(panels) / n_cols))
+    fig = Figure(figsize=(4.2 * n_cols, 3.4 * n_rows), layout="constrained")
+    axes = list(fig.subplots(n_rows, n_cols, squeeze=False).flat)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    for i, (ax, (family, points)) in enumerate(zip(axes, panels, strict=False)):
+        ax.set_title(_plain(family), fontsize=9, loc="left")
+        ax.set_xlim(*xlim)
+        ax.set_ylim(*ylim)
+        ax.add_patch(Rectangle(
+            (xlim[0], ylim[0]), 100 * BAR_ACC_DROP - xlim[0], BAR_ASR - ylim[0],
+            facecolor=BAR_COLOUR, edgecolor="none", zorder=0,
+            label=f"bar: attack success < {BAR_ASR:.0%}, drop < {100 * BAR_ACC_DROP:g} pt",
+        ))
+        for row, (x, x_lo, x_hi), (y, y_lo, y_hi) in points:
+            oracle = row.kind == "oracle"
+            colour = ORACLE_COLOUR if oracle else TOOL_COLOUR
+            ax.errorbar(
+                [x], [y],
+                xerr=[[max(x - x_lo, 0.0)], [max(x_hi - x, 0.0)]],
+                yerr=[[max(y - y_lo, 0.0)], [max(y_hi - y, 0.0)]],
+                fmt="D" if oracle else "o", color=colour, ecolor=colour, elinewidth=1,
+                capsize=2, markersize=5, alpha=0.9,
+            )
+            ax.annotate(
+                _plain(_short(row.tool) + (" (oracle)" if oracle else "")), (x, y),
+                xytext=(4, 3), textcoords="offset points", fontsize=7, color=colour,
+                style="italic" if oracle else "normal",
+            )
+        if not points:
+            ax.text(0.5, 0.5, "no tool attempted this", ha="center", va="center", fontsize=8,
+                    color="#666666", transform=ax.transAxes)
+        ax.set_xlabel("clean accuracy drop (points)", fontsize=8)
+        ax.set_ylabel("attack success after", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(color="#e2e2e2", linewidth=0.8)
+        ax.set_axisbelow(True)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+        if i == 0:
+            ax.legend(loc="upper right", fontsize=7, frameon=False)
     return _png(fig)

@@ -23,12 +23,14 @@ from samecurve.report import figures
 from samecurve.report.model import (
     Cell,
     Comparison,
+    Leaderboard,
     MetricColumn,
     ReportData,
+    TaskSection,
     ToolRow,
 )
 
-__all__ = ["fmt", "render_report"]
+__all__ = ["count", "fmt", "render_report"]
 
 _TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -44,6 +46,11 @@ def _fmt_p(p: float) -> str:
     if not math.isfinite(p):
         return "n/a"
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def count(x: float) -> str:
+    """A mean count per cell (queries, gradient steps) with thousands separators."""
+    return f"{x:,.0f}" if math.isfinite(x) else "n/a"
 
 
 def _data_uri(png: bytes) -> str:
@@ -70,6 +77,7 @@ class _RowView:
     n_timeout: int
     seconds: str
     queries: str
+    grad_steps: str
     outside_design: bool = False
 
 
@@ -124,7 +132,8 @@ def _table_view(rows: Sequence[ToolRow], metrics: Sequence[MetricColumn]) -> lis
                 n_error=r.n_error,
                 n_timeout=r.n_timeout,
                 seconds=fmt(r.seconds_mean, 1),
-                queries=f"{r.queries_mean:,.0f}" if math.isfinite(r.queries_mean) else "n/a",
+                queries=count(r.queries_mean),
+                grad_steps=count(r.grad_steps_mean),
                 outside_design=r.outside_design,
             )
         )
@@ -143,35 +152,58 @@ def _verdict(c: Comparison, metrics: Mapping[str, MetricColumn]) -> tuple[str, s
     return "no clear difference", ""
 
 
-def _context(data: ReportData) -> dict[str, Any]:
-    metrics = list(data.metrics)
+def _comparison_view(c: Comparison, by_name: Mapping[str, MetricColumn]) -> dict[str, Any]:
+    verdict, css = _verdict(c, by_name)
+    return {
+        "tool": c.tool,
+        "baseline": c.baseline,
+        "metric": by_name[c.metric].label if c.metric in by_name else c.metric,
+        "diff": fmt(c.mean_diff),
+        "ci": f"[{fmt(c.lo)}, {fmt(c.hi)}]",
+        "n": c.n,
+        "p": _fmt_p(c.p_value),
+        "verdict": verdict,
+        "css": css,
+    }
+
+
+def _board_view(board: Leaderboard, metrics: Sequence[MetricColumn]) -> dict[str, Any]:
+    return {
+        "family": board.family,
+        "rows": _table_view(board.rows, metrics),
+        "chance": [fmt(board.chance.get(m.name, math.nan)) for m in metrics],
+    }
+
+
+def _task_view(section: TaskSection, main: bool) -> dict[str, Any]:
+    """One task's tables and figures. The main task keeps the bare anchors (#leaderboard,
+    #charts, ...) and gets one chart per metric; the others are prefixed by task name."""
+    metrics = list(section.metrics)
     by_name = {m.name: m for m in metrics}
-    chance = [fmt(data.chance.get(m.name, math.nan)) for m in metrics]
+    overall = section.boards[0] if section.boards else Leaderboard("all", (), {})
     charts = [
         {
             "metric": m,
             "uri": _data_uri(
-                figures.leaderboard_chart(data.rows, m, data.chance.get(m.name, math.nan))
+                figures.leaderboard_chart(overall.rows, m, overall.chance.get(m.name, math.nan))
             ),
         }
         for m in metrics
-    ]
-    comparisons = []
-    for c in data.comparisons:
-        verdict, css = _verdict(c, by_name)
-        comparisons.append(
-            {
-                "tool": c.tool,
-                "baseline": c.baseline,
-                "metric": by_name[c.metric].label if c.metric in by_name else c.metric,
-                "diff": fmt(c.mean_diff),
-                "ci": f"[{fmt(c.lo)}, {fmt(c.hi)}]",
-                "n": c.n,
-                "p": _fmt_p(c.p_value),
-                "verdict": verdict,
-                "css": css,
-            }
-        )
+    ] if main else []
+    has_frontier = section.boards and set(figures.FRONTIER_METRICS) <= set(by_name)
+    return {
+        "section": section,
+        "anchor": "" if main else f"{section.task}-",
+        "metrics": metrics,
+        "overall": _board_view(overall, metrics),
+        "families": [_board_view(b, metrics) for b in section.boards[1:]],
+        "charts": charts,
+        "frontier": _data_uri(figures.frontier_chart(section.boards)) if has_frontier else None,
+        "comparisons": [_comparison_view(c, by_name) for c in section.comparisons],
+    }
+
+
+def _context(data: ReportData) -> dict[str, Any]:
     gallery = [
         {
             "item": g,
@@ -182,12 +214,7 @@ def _context(data: ReportData) -> dict[str, Any]:
     ]
     return {
         "data": data,
-        "metrics": metrics,
-        "chance": chance,
-        "rows": _table_view(data.rows, metrics),
-        "families": [(name, _table_view(rows, metrics)) for name, rows in data.families],
-        "charts": charts,
-        "comparisons": comparisons,
+        "tasks": [_task_view(s, main=i == 0) for i, s in enumerate(data.tasks)],
         "gallery": gallery,
     }
 

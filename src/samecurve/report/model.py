@@ -18,7 +18,7 @@ class MetricColumn:
 
     name: str
     label: str
-    question: str  # detect | target | trigger | attribution
+    question: str  # detect | target | trigger | attribution | remove | steer
     higher_is_better: bool
     description: str
 
@@ -51,6 +51,7 @@ class ToolRow:
     seconds_mean: float
     queries_mean: float
     outside_design: bool = False  # this family is outside the tool's published threat model
+    grad_steps_mean: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -96,16 +97,35 @@ class GalleryItem:
 
 
 @dataclass(frozen=True, eq=False)
+class Leaderboard:
+    """One slice of a task's subjects (all, or one family) with its own chance levels,
+    which differ by family where chance is measured rather than analytic."""
+
+    family: str
+    rows: Sequence[ToolRow]
+    chance: Mapping[str, float]
+
+
+@dataclass(frozen=True, eq=False)
+class TaskSection:
+    """One task's part of the report. Tasks ask different questions, so each has its
+    own columns; `boards` holds the overall board first, then one per family."""
+
+    task: str
+    title: str
+    metrics: Sequence[MetricColumn]
+    boards: Sequence[Leaderboard]
+    comparisons: Sequence[Comparison]
+
+
+@dataclass(frozen=True, eq=False)
 class ReportData:
-    """Everything one report shows; rows are already ordered by the caller."""
+    """Everything one report shows; rows are already ordered by the caller. The first
+    task is the main one (drawn with charts, followed by the gallery)."""
 
     title: str
     created: str
     suite: str
     summary: Mapping[str, str]
-    metrics: Sequence[MetricColumn]
-    chance: Mapping[str, float]
-    rows: Sequence[ToolRow]
-    comparisons: Sequence[Comparison]
-    gallery: Sequence[GalleryItem]
-    families: Sequence[tuple[str, Sequence[ToolRow]]] = ()
+    tasks: Sequence[TaskSection]
+    gallery: Sequence[GalleryItem] = ()

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from samecurve.api import CellResult, MetricSpec
+from samecurve.api import CellResult, MetricSpec, task_accepts, task_applies
 from samecurve.run.cell import cell_config
 from samecurve.run.stats import (
     Interval,
@@ -43,6 +43,7 @@ class ToolSummary:
     seconds_mean: float
     queries_mean: float
     outside_design: bool = False  # the board's family is one the tool's algorithm is blind to
+    grad_steps_mean: float = NAN
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ def summarise_tool(
         seconds_mean=float(np.mean([c.seconds for c in cells])) if cells else NAN,
         queries_mean=float(np.mean([c.queries for c in cells])) if cells else NAN,
         outside_design=family in getattr(tool, "blind_to", frozenset()),
+        grad_steps_mean=float(np.mean([c.grad_steps for c in cells])) if cells else NAN,
     )
 
 
@@ -177,13 +179,20 @@ def boards(run: RunData) -> list[Board]:
             slices.append((label, groups[label] | groups.get(twins, set()), card["family"]))
     for entry in run.suite.tasks:
         task = make_task(entry)
+        tools = [(t, tool) for t in run.suite.tools if task_accepts(task, tool := make_tool(t))]
+        graded = {i for i, c in run.cards.items() if task_applies(task, c)}
         for label, subjects, family in slices:
+            subjects = subjects & graded
+            if not subjects or (
+                family is not None and all(run.cards[i]["family"] != family for i in subjects)
+            ):
+                continue  # a task that grades no subject of this family has no board for it
             rows = [
                 summarise_tool(
-                    task, make_tool(t), t.display, run.cells.get((entry.name, t.display), []),
+                    task, tool, t.display, run.cells.get((entry.name, t.display), []),
                     subjects, family,
                 )
-                for t in run.suite.tools
+                for t, tool in tools
             ]
             out.append(
                 Board(
@@ -210,10 +219,12 @@ def family_label(card: dict, tracks: bool) -> str:
 def chance_levels(
     task: Any, rows: list[ToolSummary], run: RunData, subjects: set[str]
 ) -> dict[str, float]:
-    """Analytic chance where it exists; otherwise what the `random` tool measured."""
+    """Analytic chance where it exists; otherwise what the task's chance tool (`random`;
+    `random-prune` for edits) measured."""
     labels = [int(run.cards[i]["answer_key"]["trojaned"]) for i in subjects]
     k = int(next(iter(run.cards.values()))["arch_params"]["num_classes"]) if run.cards else 0
-    random_row = next((r for r in rows if r.tool == "random"), None)
+    chance_tool = getattr(task, "chance_tool", "random")
+    random_row = next((r for r in rows if r.tool == chance_tool), None)
     out = {}
     for spec in task.metrics:
         v = task.chance(spec.name, labels, k) if k else NAN

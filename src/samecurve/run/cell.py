@@ -23,6 +23,7 @@ from samecurve.api import (
     CellKey,
     CellResult,
     Meter,
+    QueryOnly,
     ReferenceModel,
     Subject,
 )
@@ -31,18 +32,6 @@ from samecurve.zoo.cache import Cache
 from samecurve.zoo.seeding import derive
 
 GRACE_SECONDS = 1.0  # a tool that returns this long after its budget has overrun it
-
-
-class QueryOnly(nn.Module):
-    """Black-box access: outputs without gradients, and no parameters to read."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        object.__setattr__(self, "_hidden", model)  # not a registered submodule
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self._hidden(x)
 
 
 def attach_meter(model: nn.Module, meter: Meter) -> list[Any]:
@@ -148,7 +137,7 @@ def execute(job: CellJob) -> CellResult:
     try:
         view = build_view(job, task, tool, subject, meter)
         support = tuple(load_subject(job.cache_root, s) for s in job.support)
-        inner = view.model._hidden if isinstance(view.model, QueryOnly) else view.model
+        inner = QueryOnly.unwrap(view.model)
         handles = attach_meter(inner, meter)
         meter.started = time.monotonic()  # data preparation is not the tool's time
         torch.manual_seed(view.seed)

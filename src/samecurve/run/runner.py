@@ -16,11 +16,11 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from samecurve.api import Trigger
+from samecurve.api import Trigger, task_accepts, task_applies
 from samecurve.run.cell import CellJob, cell_config, floor_result
 from samecurve.run.pool import Job, Pool
 from samecurve.run.store import Store
-from samecurve.run.suite import Suite, make_task
+from samecurve.run.suite import Suite, TaskEntry, ToolEntry, make_task, make_tool
 from samecurve.zoo.builder import SubjectSpec, build, clean_split
 from samecurve.zoo.cache import Cache
 
@@ -152,7 +152,10 @@ def run_suite(
         cell_jobs = _cell_jobs(suite, specs, device, cache, store)
         references = suite.reference_tag()
         # This suite's cells only: rows of other configs may share the store.
-        total = len(suite.tasks) * len(suite.tools) * len(specs) * len(suite.seeds)
+        cards = store.cards()
+        total = len(suite.seeds) * sum(
+            len(_graded_by(task, specs, cards)) for task, _tool in _pairs(suite)
+        )
         c = bar.add_task("cells", total=total, completed=total - len(cell_jobs), note="")
         for job, outcome in pool.run(cell_jobs):
             cell: CellJob = job.payload
@@ -194,24 +197,40 @@ def _cell_jobs(
     suite: Suite, specs: list[SubjectSpec], device: str, cache: Cache, store: Store
 ) -> list[Job]:
     done = store.done()
+    cards = store.cards()
     # Only references that were built: one that missed its gate is left out, not loaded.
     pool_of_references = [r for r in suite.reference_specs() or specs if cache.has(r.id)]
     references = suite.reference_tag()
     budget = suite.budget.budget()
     limit = budget.seconds * HARD_LIMIT_FACTOR + HARD_LIMIT_GRACE
     jobs = []
-    for task in suite.tasks:
+    for task, tool in _pairs(suite):
         graders = getattr(make_task(task), "support_specs", lambda _s: [])
-        for tool in suite.tools:
-            config = cell_config(task, tool, references)
-            for spec in specs:
-                sid = spec.id
-                for seed in suite.seeds:
-                    if (task.name, tool.display, config, sid, seed) in done:
-                        continue
-                    refs = _references_for(spec, pool_of_references)
-                    support = tuple(s.id for s in graders(spec) if cache.has(s.id))
-                    cell = CellJob(task, tool, sid, seed, budget, device, str(cache.root), refs, support)
-                    jobs.append(Job("cell", cell, limit))
+        config = cell_config(task, tool, references)
+        for spec in _graded_by(task, specs, cards):
+            sid = spec.id
+            for seed in suite.seeds:
+                if (task.name, tool.display, config, sid, seed) in done:
+                    continue
+                refs = _references_for(spec, pool_of_references)
+                support = tuple(s.id for s in graders(spec) if cache.has(s.id))
+                cell = CellJob(task, tool, sid, seed, budget, device, str(cache.root), refs, support)
+                jobs.append(Job("cell", cell, limit))
     return jobs
+
+
+def _pairs(suite: Suite) -> list[tuple[TaskEntry, ToolEntry]]:
+    """The (task, tool) pairs a suite runs: every task with each tool that has its verb."""
+    return [
+        (task, tool)
+        for task in suite.tasks
+        for tool in suite.tools
+        if task_accepts(make_task(task), make_tool(tool))
+    ]
+
+
+def _graded_by(task: TaskEntry, specs: list[SubjectSpec], cards: dict[str, dict]) -> list[SubjectSpec]:
+    """The subjects a task grades, read from their stored cards."""
+    t = make_task(task)
+    return [s for s in specs if s.id in cards and task_applies(t, cards[s.id])]
 

@@ -132,6 +132,10 @@ class Store:
         rows = self.db.execute("SELECT id, card, arrays FROM subjects")
         return {sid: (json.loads(card), unpack(blob)) for sid, card, blob in rows}
 
+    def cards(self) -> dict[str, dict]:
+        """Every stored subject's card, without its report arrays."""
+        return {sid: json.loads(card) for sid, card in self.db.execute("SELECT id, card FROM subjects")}
+
     def set_meta(self, key: str, value: str) -> None:
         with self.db:
             self.db.execute("INSERT OR REPLACE INTO meta VALUES (?,?)", (key, value))

@@ -1,5 +1,5 @@
 """Built-in tasks; importing this package registers them."""
 
-from samecurve.tasks import discover
+from samecurve.tasks import discover, edit
 
-__all__ = ["discover"]
+__all__ = ["discover", "edit"]

@@ -21,6 +21,7 @@ from samecurve.api import (
     Subject,
     Trigger,
     Trojan,
+    tool_verbs,
 )
 from samecurve.metrics import (
     attack_success,
@@ -80,12 +81,22 @@ class DiscoverTask:
     version: ClassVar[int] = 1
     verb: ClassVar[str] = "discover"
     metrics: ClassVar[tuple[MetricSpec, ...]] = METRICS
+    # The tool a board reads measured chance from, and the one every tool is compared with.
+    chance_tool: ClassVar[str] = "random"
+    baseline_tool: ClassVar[str] = "random"
 
     clean_examples: int = 256
     train_examples: int = 512
     heldout_examples: int = 512
     attribution_examples: int = 16
     rediscovery: bool = True  # grade recovered triggers by the 8-way evaluator
+
+    def accepts(self, tool: Any) -> bool:
+        """Detectors, synthesisers and attribution methods: tools that discover or attribute."""
+        return bool(tool_verbs(tool) & {"discover", "attribute"})
+
+    def applies(self, card: Mapping[str, Any]) -> bool:
+        return True  # trojaned and clean subjects alike: detection needs both
 
     def support_specs(self, spec: SubjectSpec) -> list[SubjectSpec]:
         """The grader models the runner builds for a subject: its dataset's evaluator."""

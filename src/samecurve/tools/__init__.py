@@ -5,6 +5,7 @@ from samecurve.tools import (
     baselines,
     class_synthesis,
     combine,
+    edit,
     example_search,
     feature_level_adversary,
     k_arm,
@@ -19,7 +20,7 @@ from samecurve.tools import (
 )
 
 __all__ = [
-    "attribution", "baselines", "class_synthesis", "combine", "example_search",
+    "attribution", "baselines", "class_synthesis", "combine", "edit", "example_search",
     "feature_level_adversary", "k_arm", "layer_norms", "meta_classifier",
     "natural_patch_search", "neural_cleanse", "poison_detectors", "strip", "tabor",
     "weight_stats",

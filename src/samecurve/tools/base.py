@@ -24,6 +24,8 @@ class ToolBase:
     # trigger synthesiser that stamps one small mask cannot express a colour filter).
     # The tool still runs and is scored there; the report marks those rows.
     blind_to: ClassVar[frozenset[str]] = frozenset()
+    # The task verbs it implements; None: read from its methods (api.tool_verbs).
+    verbs: ClassVar[frozenset[str] | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -1,17 +1,33 @@
-"""The three tools that check every grader: oracle (top), null (floor), random (chance)."""
+"""The tools that check every grader: oracle (top), null (floor), random (chance).
+Oracle and null also edit: the oracle unlearns the true trigger (or teaches the
+true steer rule), null returns the model unchanged. The edit family's random
+control is `random-prune` (tools/edit/pruning.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+from torch import nn
 
-from samecurve.api import CaseView, Finding, Trigger
+from samecurve.api import (
+    ANSWERS,
+    DISCOVER_ANSWERS,
+    CaseView,
+    EditRequest,
+    Finding,
+    Split,
+    Trigger,
+    Trojan,
+)
 from samecurve.registry import register
 from samecurve.tools.base import ToolBase
+from samecurve.tools.edit.base import editable_copy, repair_data
+from samecurve.zoo.train import finetune_steps
 
-ALL_ANSWERS = frozenset({"detect", "target", "trigger", "attribution"})
+ALL_ANSWERS = ANSWERS
 
 
 @register("tool", "oracle")
@@ -20,8 +36,13 @@ class Oracle(ToolBase):
     """Reads the answer key: the ceiling every metric should reach. Never ranked."""
 
     kind = "oracle"
-    needs = frozenset({"answer_key"})
+    needs = frozenset({"answer_key", "weights", "gradients", "clean_data"})
     answers = ALL_ANSWERS
+    # Its repair: unlearning with the true trigger(s), or training on the true steer
+    # rule, by the same fine-tune the edit tools use.
+    steps: int = 300
+    lr: float = 1e-3
+    stamp_share: float = 0.3
 
     def discover(self, view: CaseView) -> Finding:
         key = view.answer_key
@@ -39,6 +60,39 @@ class Oracle(ToolBase):
         footprint = np.asarray(key.trigger.footprint, dtype=np.float32)
         return np.repeat(footprint[None], len(inputs), axis=0)
 
+    def edit(self, view: CaseView) -> nn.Module:
+        """The ceiling of repair: every planted trigger stamped on a share of the clean
+        data with true labels (a steer case: the rule applied to all of it)."""
+        model = editable_copy(view)
+        if view.request is not None and view.request.rule is not None:
+            view = _replace_request(view, _rule_examples(view, view.request.rule))
+            x, y = repair_data(view, request_share=0.4)
+        else:
+            key = view.answer_key
+            assert key is not None, "the runner gives the answer key to oracle tools only"
+            parts = [repair_data(view)] + [
+                repair_data(view, t.trigger, self.stamp_share) for t in key.trojans
+            ]
+            x, y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        finetune_steps(model, x, y, self.steps, lr=self.lr, generator=view.generator(13),
+                       time_left=lambda: view.time_left() - 0.1 * view.budget.seconds)
+        return model
+
+
+def _rule_examples(view: CaseView, rule: Trojan) -> Split:
+    """Every clean input of the rule's source class with its feature, labelled as the
+    rule wants, and as many others with the feature keeping their labels."""
+    x, y = view.clean.x, view.clean.y
+    src = y == rule.source
+    others = torch.nonzero(~src).flatten()[: int(src.sum())]
+    xs = torch.cat([rule.trigger.stamp(x[src]), rule.trigger.stamp(x[others])])
+    ys = torch.cat([torch.full((int(src.sum()),), rule.target, dtype=torch.long), y[others]])
+    return Split(xs, ys)
+
+
+def _replace_request(view: CaseView, examples: Split) -> CaseView:
+    return replace(view, request=EditRequest(examples=examples, rule=view.request.rule))
+
 
 @register("tool", "null")
 @dataclass(frozen=True)
@@ -54,6 +108,9 @@ class Null(ToolBase):
     def attribute(self, view: CaseView, inputs: torch.Tensor, targets: torch.Tensor) -> None:
         return None
 
+    def edit(self, view: CaseView) -> nn.Module:
+        return copy.deepcopy(view.model)
+
 
 @register("tool", "random")
 @dataclass(frozen=True)
@@ -61,7 +118,7 @@ class Random(ToolBase):
     """Guesses from the case seed alone: every metric must put it at chance."""
 
     kind = "baseline"
-    answers = ALL_ANSWERS
+    answers = DISCOVER_ANSWERS
     min_patch: int = 3
     max_patch: int = 8
 

@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn import functional as F
 
-from samecurve.api import CaseView, Finding, Trigger
+from samecurve.api import CaseView, Finding, Trigger, tool_verbs
 from samecurve.registry import get, register
 from samecurve.tools.anomaly import high_side_anomaly, index_to_probability
 from samecurve.tools.base import ToolBase, clean_inputs
@@ -33,10 +34,17 @@ def parse_ensemble(text: str) -> tuple[str, ...] | None:
 
 
 def parse_pipeline(text: str) -> tuple[str, ...] | None:
-    """Stage names of `a>b>...`, or None when the text is not one."""
-    if ">" not in text or "(" in text:
+    """Stages of `a>b>...` (a stage may be an `ensemble(...)`), or None when the text
+    is not one."""
+    stages, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if ch == ">" and depth == 0:
+            stages.append(text[start:i].strip())
+            start = i + 1
+    if not stages:
         return None
-    return tuple(s.strip() for s in text.split(">"))
+    return (*stages, text[start:].strip())
 
 
 def borda(rankings: list[tuple[int, ...]], num_classes: int) -> tuple[int, ...]:
@@ -104,13 +112,19 @@ class Ensemble(ToolBase):
 
 
 def _member_tools(names: tuple[str, ...], what: str) -> tuple[Any, ...]:
-    """Instantiate the named tools of a combination, refusing nesting."""
+    """Instantiate the named tools of a combination, refusing nesting (except that a
+    pipeline's stage may be an inline `ensemble(...)`)."""
     if len(names) < 2:
         raise ValueError(f"a {what} needs two or more tools, got {list(names)}")
-    nested = [n for n in names if n in ("ensemble", "pipeline") or not n]
+    inline = [parse_ensemble(n) if what == "pipeline" else None for n in names]
+    nested = [n for n, e in zip(names, inline, strict=True)
+              if e is None and (n in ("ensemble", "pipeline") or not n or "(" in n or ">" in n)]
     if nested:
         raise ValueError(f"a {what} cannot contain {nested[0]!r}; list registered tools directly")
-    return tuple(get("tool", n)() for n in names)
+    return tuple(
+        Ensemble(members=e) if e is not None else get("tool", n)()
+        for n, e in zip(names, inline, strict=True)
+    )
 
 
 @register("tool", "pipeline")
@@ -130,19 +144,40 @@ class Pipeline(ToolBase):
         needs = frozenset().union(*(t.needs for t in tools))
         if any(not hasattr(t, "discover") for t in tools):
             needs |= {"clean_data", "train_data"}  # what attribution_prior looks at
+        repair = "edit" in tool_verbs(tools[-1])
+        if repair:  # discover > ... > edit: a chain from finding to repair
+            early = [s for s, t in zip(stages, tools[:-1], strict=False) if "edit" in tool_verbs(t)]
+            if early:
+                raise ValueError(f"in a pipeline only the last stage may edit; {early[0]!r} does")
+            answers, verbs = frozenset(tools[-1].answers), frozenset({"edit"})
+        else:
+            answers = frozenset().union(*(t.answers for t in tools))
+            verbs = frozenset({"discover", "attribute"})
         object.__setattr__(self, "stages", stages)
         object.__setattr__(self, "needs", needs)
-        object.__setattr__(self, "answers", frozenset().union(*(t.answers for t in tools)))
+        object.__setattr__(self, "answers", answers)
+        object.__setattr__(self, "verbs", verbs)
         object.__setattr__(self, "blind_to", blind_to_all(tools))
         object.__setattr__(self, "_tools", tools)
 
     def params(self) -> dict[str, Any]:
         return {"stages": list(self.stages)}
 
+    def edit(self, view: CaseView) -> nn.Module:
+        """The last stage repairs, starting from what the others found."""
+        if "edit" not in self.verbs:
+            raise TypeError(f"pipeline {'>'.join(self.stages)} ends in no edit tool")
+        found = self._find(view, self._tools[:-1])
+        return self._tools[-1].edit(replace(view, prior=found))
+
     def discover(self, view: CaseView) -> Finding:
+        return self._find(view, self._tools)
+
+    @staticmethod
+    def _find(view: CaseView, tools: Sequence[Any]) -> Finding:
         found: Finding | None = None
         notes: dict[str, float] = {}
-        for i, tool in enumerate(self._tools):
+        for i, tool in enumerate(tools):
             stage_view = replace(view, prior=found)
             f = tool.discover(stage_view) if hasattr(tool, "discover") else attribution_prior(tool, stage_view)
             notes.update({f"{i}.{k}": v for k, v in f.notes.items()})

@@ -4,6 +4,7 @@ between the populations."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -58,3 +59,45 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.T
     model.eval()
     out = [model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(model(x), y)
+
+
+def finetune_steps(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    steps: int,
+    *,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    generator: torch.Generator | None = None,
+    loss_fn: LossFn = cross_entropy_loss,
+    time_left: Callable[[], float] | None = None,
+    params: Iterable[nn.Parameter] | None = None,
+) -> int:
+    """Adam on shuffled minibatches of (x, y) for `steps` steps, in place: the one loop
+    behind every repair tool and the graders' relapse fine-tune. `loss_fn` may add a
+    penalty or an adversary; `time_left` (seconds) stops the loop early when it runs
+    out. Returns the number of steps taken."""
+    opt = torch.optim.Adam(list(params) if params is not None else model.parameters(), lr=lr)
+    model.train()
+    n, taken, perm, at = len(y), 0, torch.empty(0, dtype=torch.long), 0
+    while taken < steps and n:
+        if time_left is not None and time_left() <= 0:
+            break
+        if at >= len(perm):
+            perm, at = torch.randperm(n, generator=generator), 0
+        idx = perm[at : at + batch_size].to(x.device)
+        at += batch_size
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model, x[idx], y[idx]).backward()
+        opt.step()
+        taken += 1
+    model.eval()
+    return taken

@@ -1,0 +1,47 @@
+"""The plain repairs: fine-tune on clean data, and fine-tune with an input-gradient
+penalty (the regularised-attribution route to robustness)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from samecurve.api import CaseView
+from samecurve.registry import register
+from samecurve.tools.edit.base import EditToolBase, repair_data
+
+
+@register("tool", "finetune")
+@dataclass(frozen=True)
+class Finetune(EditToolBase):
+    """Fine-tune on the clean data (and a steer request's examples) only."""
+
+    kind = "baseline"
+
+    def repair(self, model: nn.Module, view: CaseView) -> None:
+        x, y = repair_data(view)
+        self.tune(model, view, x, y)
+
+
+@register("tool", "attribution-reg")
+@dataclass(frozen=True)
+class AttributionReg(EditToolBase):
+    """Fine-tune with an input-gradient penalty (Ross & Doshi-Velez 2017, without
+    annotations): cross-entropy plus `penalty` times the mean squared norm of the
+    loss's gradient with respect to each input, so no small pixel region (a
+    patch) can swing the output on its own."""
+
+    penalty: float = 1.0
+
+    def repair(self, model: nn.Module, view: CaseView) -> None:
+        def loss(m: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+            xb = xb.clone().requires_grad_(True)
+            ce = F.cross_entropy(m(xb), yb)
+            (grad,) = torch.autograd.grad(ce, xb, create_graph=True)
+            return ce + self.penalty * grad.pow(2).flatten(1).sum(1).mean() * len(yb)
+
+        x, y = repair_data(view)
+        self.tune(model, view, x, y, loss_fn=loss)
