@@ -146,9 +146,11 @@ class Pipeline(ToolBase):
             needs |= {"clean_data", "train_data"}  # what attribution_prior looks at
         repair = "edit" in tool_verbs(tools[-1])
         if repair:  # discover > ... > edit: a chain from finding to repair
-            early = [s for s, t in zip(stages, tools[:-1], strict=False) if "edit" in tool_verbs(t)]
+            early = [s for s, t in zip(stages, tools[:-1], strict=False)
+                     if not tool_verbs(t) & {"discover", "attribute"}]
             if early:
-                raise ValueError(f"in a pipeline only the last stage may edit; {early[0]!r} does")
+                raise ValueError(f"a pipeline's stages before the last must discover or attribute; "
+                                 f"{early[0]!r} does neither (only the last stage may edit)")
             answers, verbs = frozenset(tools[-1].answers), frozenset({"edit"})
         else:
             answers = frozenset().union(*(t.answers for t in tools))

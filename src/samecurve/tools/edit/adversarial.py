@@ -60,7 +60,9 @@ class _LatentAdversary(EditToolBase):
     each input's own activation norm; `pgd_steps` steps from a random start."""
 
     layer: str = ""
-    radius: float = 0.5
+    # 0.03, not more: on a default small-cnn patch subject radius 0.05 cost 2.3 points of
+    # clean accuracy, 0.15 cost 11.9 (targeted: 22.7), and neither removed the patch.
+    radius: float = 0.03
     pgd_steps: int = 4
 
     def adversary_targets(self, view: CaseView, yb: torch.Tensor, g: torch.Generator) -> torch.Tensor | None:

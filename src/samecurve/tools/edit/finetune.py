@@ -29,19 +29,27 @@ class Finetune(EditToolBase):
 @register("tool", "attribution-reg")
 @dataclass(frozen=True)
 class AttributionReg(EditToolBase):
-    """Fine-tune with an input-gradient penalty (Ross & Doshi-Velez 2017, without
-    annotations): cross-entropy plus `penalty` times the mean squared norm of the
-    loss's gradient with respect to each input, so no small pixel region (a
-    patch) can swing the output on its own."""
+    """Fine-tune with an input-gradient penalty (Ross & Doshi-Velez 2017, "right for
+    the right reasons", without annotations): cross-entropy plus `penalty` times
+    each input's squared gradient of its summed log-probabilities, so no small
+    pixel region (a patch) can swing the output on its own. The gradient of the
+    loss itself would not do: it vanishes wherever the model is confident."""
 
     penalty: float = 1.0
 
     def repair(self, model: nn.Module, view: CaseView) -> None:
         def loss(m: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
             xb = xb.clone().requires_grad_(True)
-            ce = F.cross_entropy(m(xb), yb)
-            (grad,) = torch.autograd.grad(ce, xb, create_graph=True)
-            return ce + self.penalty * grad.pow(2).flatten(1).sum(1).mean() * len(yb)
+            logits = m(xb)
+            (grad,) = torch.autograd.grad(
+                F.log_softmax(logits, 1).sum(), xb, create_graph=True
+            )
+            return F.cross_entropy(logits, yb) + self.penalty * input_gradient_penalty(grad)
 
         x, y = repair_data(view)
         self.tune(model, view, x, y, loss_fn=loss)
+
+
+def input_gradient_penalty(grad: torch.Tensor) -> torch.Tensor:
+    """Mean over inputs of the squared norm of each input's gradient."""
+    return grad.pow(2).flatten(1).sum(1).mean()
