@@ -108,6 +108,7 @@ def detached_copy(model: nn.Module) -> nn.Module:
 def call_edit(tool: Any, view: CaseView) -> nn.Module:
     """The tool's edit, checked: a module, and not the one it was given."""
     edited = tool.edit(view)
+    view.meter.stop()  # grading is not the tool's time
     if not isinstance(edited, nn.Module):
         raise TypeError(f"{tool.name}.edit returned {type(edited).__name__}, not a torch module")
     if edited is view.model:
