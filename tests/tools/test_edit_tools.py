@@ -16,6 +16,7 @@ from samecurve.run.suite import TaskEntry, make_task
 from samecurve.tools.combine import Pipeline, parse_pipeline
 from samecurve.tools.edit.base import repair_data
 from samecurve.tools.edit.finetune import input_gradient_penalty
+from samecurve.tools.edit.pruning import prune_while_accurate
 from samecurve.tools.edit.surgery import (
     channel_activity,
     feature_layers,
@@ -138,9 +139,19 @@ def test_anp_prunes_what_its_masks_say(patch_subject, cache) -> None:
     nothing = get("tool", "anp")(steps=0, threshold=0.0).edit(view)
     for a, b in zip(nothing.state_dict().values(), patch_subject.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
-    everything = get("tool", "anp")(steps=0, threshold=1.01).edit(view)
+    everything = get("tool", "anp")(steps=0, threshold=1.01, max_acc_drop=1.0).edit(view)
     convs = [m for m in everything.modules() if isinstance(m, nn.Conv2d)]
     assert all(bool((c.weight == 0).all()) for c in convs)
+
+
+def test_prune_while_accurate_stops_at_the_first_candidate_that_costs_too_much() -> None:
+    pruned: list[int] = []
+    accuracy = {0: 0.9, 1: 0.88, 2: 0.80}  # pruning 3 candidates in turn: 0.90, 0.88, 0.80
+
+    kept = prune_while_accurate([10, 11, 12], pruned.append, pruned.remove,
+                                lambda: accuracy[len(pruned) - 1], floor=0.85)
+    assert kept == 2 and pruned == [10, 11]
+    assert prune_while_accurate([], pruned.append, pruned.remove, lambda: 0.0, 0.5) == 0
 
 
 def test_fine_pruning_keeps_its_pruned_channels_at_zero(patch_subject, cache) -> None:
