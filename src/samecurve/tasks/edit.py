@@ -19,6 +19,7 @@ user still has the model they started from."""
 from __future__ import annotations
 
 import copy
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -166,7 +167,7 @@ def universal_perturbation_success(
 
 
 @dataclass(frozen=True)
-class _EditTaskBase:
+class _EditTaskBase(ABC):
     """What the remove and steer tasks share: the data a tool sees, the check that
     a tool can edit, and the unchanged model's scores as the floor."""
 
@@ -203,15 +204,16 @@ class _EditTaskBase:
         n = self.heldout_examples
         return Split(full.x[:n], full.y[:n]), Split(full.x[n:], full.y[n:])
 
+    @abstractmethod
     def grade(self, original: nn.Module, edited: nn.Module, subject: Subject) -> dict[str, float]:
-        raise NotImplementedError
+        """The edited model's scores on this subject (the original's, for the floor)."""
 
     def run(
         self, tool: Any, view: CaseView, subject: Subject, support: Sequence[Subject] = ()
     ) -> tuple[dict, dict]:
         view = self.prepare(view, subject)
         edited = call_edit(tool, view)
-        return self.grade(subject.model, edited.to("cpu"), subject), {}
+        return self.grade(subject.model, edited, subject), {}
 
     def prepare(self, view: CaseView, subject: Subject) -> CaseView:
         return view
@@ -220,8 +222,9 @@ class _EditTaskBase:
         """A crashed or timed-out edit leaves the user with the model they had."""
         return dict(_unchanged(self, subject))
 
+    @abstractmethod
     def applies(self, card: Mapping[str, Any]) -> bool:
-        raise NotImplementedError
+        """Whether this task grades the subject with this card."""
 
     @staticmethod
     def chance(metric: str, labels: Sequence[int], num_classes: int) -> float:

@@ -4,7 +4,7 @@ between the populations."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -37,19 +37,11 @@ class TrainConfig:
 def train_classifier(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, order_seed: int
 ) -> nn.Module:
-    """Adam, cosine-free constant rate, shuffled minibatches drawn from `order_seed`."""
-    g = torch.Generator().manual_seed(order_seed)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    model.train()
-    n = len(y)
-    for _ in range(cfg.epochs):
-        perm = torch.randperm(n, generator=g)
-        for i in range(0, n, cfg.batch_size):
-            idx = perm[i : i + cfg.batch_size]
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-    model.eval()
+    """Adam, cosine-free constant rate, shuffled minibatches drawn from `order_seed`:
+    `cfg.epochs` passes of the shared step loop below (bit-identical to a per-epoch loop)."""
+    steps = cfg.epochs * -(-len(y) // cfg.batch_size)
+    finetune_steps(model, x, y, steps, lr=cfg.lr, batch_size=cfg.batch_size,
+                   generator=torch.Generator().manual_seed(order_seed))
     return model
 
 
@@ -79,13 +71,12 @@ def finetune_steps(
     generator: torch.Generator | None = None,
     loss_fn: LossFn = cross_entropy_loss,
     time_left: Callable[[], float] | None = None,
-    params: Iterable[nn.Parameter] | None = None,
 ) -> int:
     """Adam on shuffled minibatches of (x, y) for `steps` steps, in place: the one loop
-    behind every repair tool and the graders' relapse fine-tune. `loss_fn` may add a
+    behind every subject's training, every repair tool and the graders' relapse fine-tune. `loss_fn` may add a
     penalty or an adversary; `time_left` (seconds) stops the loop early when it runs
     out. Returns the number of steps taken."""
-    opt = torch.optim.Adam(list(params) if params is not None else model.parameters(), lr=lr)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
     n, taken, perm, at = len(y), 0, torch.empty(0, dtype=torch.long), 0
     while taken < steps and n:

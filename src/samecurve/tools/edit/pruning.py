@@ -167,8 +167,8 @@ class ANP(EditToolBase):
         # tool's clean data holds within `max_acc_drop` (published ANP prunes by threshold
         # alone: in nets of 16-64 channels a layer that then guarded cost 24 points).
         candidates = sorted(
-            ((float(m[c]), i, c) for i, m in enumerate(masks) for c in range(len(m))
-             if float(m[c]) < self.threshold),
+            (float(v), i, c) for i, m in enumerate(masks) for c, v in enumerate(m.detach())
+            if float(v) < self.threshold
         )
         saved: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor | None]] = {}
 
