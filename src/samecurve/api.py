@@ -20,17 +20,23 @@ NEEDS = frozenset(
 )
 # Which questions a tool claims to answer: discover's detect, target, trigger and
 # attribution; edit's remove (a trojan it is not told about) and steer (one
-# specified behaviour). Metrics of a question a tool does not claim are shown as
+# specified behaviour); predict's predict (what the model will do on inputs
+# nobody showed the tool). Metrics of a question a tool does not claim are shown as
 # "not attempted", never as zero.
 DISCOVER_ANSWERS = frozenset({"detect", "target", "trigger", "attribution"})
 EDIT_ANSWERS = frozenset({"remove", "steer"})
-ANSWERS = DISCOVER_ANSWERS | EDIT_ANSWERS
+PREDICT_ANSWERS = frozenset({"predict"})
+ANSWERS = DISCOVER_ANSWERS | EDIT_ANSWERS | PREDICT_ANSWERS
 # The verbs a tool may implement, one per task family (attribution is discover's).
-VERBS = ("discover", "attribute", "edit")
+VERBS = ("discover", "attribute", "edit", "predict")
 
 
 class BudgetExceeded(RuntimeError):
     """A tool spent more model queries, gradient steps or seconds than its case allowed."""
+
+
+class AccessRevoked(RuntimeError):
+    """A tool used the subject after its access ended (a Predictor that calls the model)."""
 
 
 @dataclass(frozen=True)
@@ -237,6 +243,7 @@ class Meter:
         self.grad_steps = 0
         self.started = time.monotonic()
         self.stopped: float | None = None
+        self.revoked: str | None = None  # why the model may no longer be queried
 
     @property
     def seconds(self) -> float:
@@ -250,7 +257,14 @@ class Meter:
     def time_left(self) -> float:
         return self.budget.seconds - self.seconds
 
+    def revoke(self, why: str) -> None:
+        """End the tool's access to the model: every later query raises AccessRevoked.
+        The meter's hooks follow a model the tool deep-copied, so copies are cut off too."""
+        self.revoked = why
+
     def count_queries(self, n: int) -> None:
+        if self.revoked is not None:
+            raise AccessRevoked(self.revoked)
         self.queries += n
         if self.budget.queries is not None and self.queries > self.budget.queries:
             raise BudgetExceeded(f"{self.queries} model queries > budget {self.budget.queries}")
@@ -395,6 +409,21 @@ class EditTool(Tool, Protocol):
     def edit(self, view: CaseView) -> nn.Module:
         """Return a new model (never the view's, which must stay unchanged)."""
         ...
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """A predict tool's answer: what the model will output on inputs it has not seen.
+    `labels` are the inputs' true classes (what the asker knows, e.g. the source
+    class of a triggered input). Returns predicted labels (N,) or class scores
+    (N, num_classes). It must not call the subject model: the task revokes access
+    before calling it and checks that it carries none of the subject's weights."""
+
+    def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor: ...
+
+
+class PredictTool(Tool, Protocol):
+    def predict(self, view: CaseView) -> Predictor: ...
 
 
 def tool_verbs(tool: Any) -> frozenset[str]:

@@ -5,21 +5,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from samecurve.api import Budget, CaseView, Finding, Meter
+from samecurve.api import Budget, CaseView, Finding, Meter, QueryOnly
 from samecurve.registry import get
-from samecurve.run.cell import CellJob, build_view
+from samecurve.run.cell import CellJob, attach_meter, build_view
 from samecurve.run.suite import TaskEntry, ToolEntry, make_task
 from samecurve.zoo.builder import clean_split
 from samecurve.zoo.train import predict
 
 
 def case_view(tool: Any, subject: Any, cache: Any, references: tuple[str, ...] = (),
-              seed: int = 0, seconds: float = 60) -> CaseView:
-    """The view the runner would give `tool` on `subject` (references by subject id)."""
-    task = make_task(TaskEntry(name="discover"))
-    job = CellJob(TaskEntry(name="discover"), ToolEntry(name=tool.name), subject.id, seed,
+              seed: int = 0, seconds: float = 60, task: str = "discover") -> CaseView:
+    """The view the runner would give `tool` on `subject` in `task` (references by
+    subject id), with the runner's meter on its model."""
+    entry = TaskEntry(name=task)
+    job = CellJob(entry, ToolEntry(name=tool.name), subject.id, seed,
                   Budget(seconds=seconds), "cpu", str(cache.root), references)
-    return build_view(job, task, tool, subject, Meter(job.budget))
+    view = build_view(job, make_task(entry), tool, subject, Meter(job.budget))
+    attach_meter(QueryOnly.unwrap(view.model), view.meter)
+    return view
 
 
 def discover(name: str, subject: Any, cache: Any, **params: Any) -> Finding:

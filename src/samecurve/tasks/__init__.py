@@ -1,5 +1,5 @@
 """Built-in tasks; importing this package registers them."""
 
-from samecurve.tasks import discover, edit
+from samecurve.tasks import discover, edit, predict
 
-__all__ = ["discover", "edit"]
+__all__ = ["discover", "edit", "predict"]

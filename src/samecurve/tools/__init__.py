@@ -14,6 +14,7 @@ from samecurve.tools import (
     natural_patch_search,
     neural_cleanse,
     poison_detectors,
+    predict,
     strip,
     tabor,
     weight_stats,
@@ -22,6 +23,6 @@ from samecurve.tools import (
 __all__ = [
     "attribution", "baselines", "class_synthesis", "combine", "edit", "example_search",
     "feature_level_adversary", "k_arm", "layer_norms", "meta_classifier",
-    "natural_patch_search", "neural_cleanse", "poison_detectors", "strip", "tabor",
+    "natural_patch_search", "neural_cleanse", "poison_detectors", "predict", "strip", "tabor",
     "weight_stats",
 ]

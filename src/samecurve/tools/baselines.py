@@ -1,7 +1,9 @@
 """The tools that check every grader: oracle (top), null (floor), random (chance).
 Oracle and null also edit: the oracle unlearns the true trigger (or teaches the
 true steer rule), null returns the model unchanged. The edit family's random
-control is `random-prune` (tools/edit/pruning.py)."""
+control is `random-prune` (tools/edit/pruning.py). In the predict family the
+oracle's Predictor is the true trojans as rules over the surrogate, null's says
+each input's true label (what a model without flaws would do), random's guesses."""
 
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from samecurve.api import (
 from samecurve.registry import register
 from samecurve.tools.base import ToolBase
 from samecurve.tools.edit.base import editable_copy, repair_data
+from samecurve.tools.predict.rules import RulePredictor, rule_predictor
 from samecurve.zoo.train import finetune_steps
 
 ALL_ANSWERS = ANSWERS
@@ -78,6 +81,13 @@ class Oracle(ToolBase):
                        time_left=lambda: view.time_left() - 0.1 * view.budget.seconds)
         return model
 
+    def predict(self, view: CaseView) -> RulePredictor:
+        """The ceiling of a trigger rule: every planted trojan (its true trigger, target
+        and source) as a rule over the surrogate."""
+        key = view.answer_key
+        assert key is not None, "the runner gives the answer key to oracle tools only"
+        return rule_predictor(view, key.trojans, rounds=6, steps=600, detector_steps=200)
+
 
 def _rule_examples(view: CaseView, rule: Trojan) -> Split:
     """Every clean input of the rule's source class with its feature, labelled as the
@@ -111,6 +121,29 @@ class Null(ToolBase):
     def edit(self, view: CaseView) -> nn.Module:
         return copy.deepcopy(view.model)
 
+    def predict(self, view: CaseView) -> TrueLabel:
+        return TrueLabel()
+
+
+@dataclass(frozen=True)
+class TrueLabel:
+    """A Predictor that expects no flaw: each input gets its true class."""
+
+    def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return labels.clone()
+
+
+@dataclass(frozen=True)
+class Guess:
+    """A Predictor that guesses uniformly, from a seed (the chance row)."""
+
+    num_classes: int
+    seed: int
+
+    def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed + len(x))
+        return torch.randint(0, self.num_classes, (len(x),), generator=g)
+
 
 @register("tool", "random")
 @dataclass(frozen=True)
@@ -118,7 +151,7 @@ class Random(ToolBase):
     """Guesses from the case seed alone: every metric must put it at chance."""
 
     kind = "baseline"
-    answers = DISCOVER_ANSWERS
+    answers = DISCOVER_ANSWERS | {"predict"}
     min_patch: int = 3
     max_patch: int = 8
 
@@ -139,3 +172,6 @@ class Random(ToolBase):
     def attribute(self, view: CaseView, inputs: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
         _, h, w = view.input_shape
         return view.rng(1).uniform(size=(len(inputs), h, w)).astype(np.float32)
+
+    def predict(self, view: CaseView) -> Guess:
+        return Guess(view.num_classes, int(view.seed))

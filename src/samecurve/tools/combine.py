@@ -25,6 +25,10 @@ from samecurve.tools.base import ToolBase, clean_inputs
 ENSEMBLE_SHORTHAND = re.compile(r"^\s*ensemble\s*\((?P<members>[^()]*)\)\s*$")
 
 
+# Verbs only a pipeline's last stage may have: it acts on what the earlier stages found.
+ACTING_VERBS = frozenset({"edit", "predict"})
+
+
 def parse_ensemble(text: str) -> tuple[str, ...] | None:
     """Member names of `ensemble(a, b, ...)`, or None when the text is not one."""
     match = ENSEMBLE_SHORTHAND.match(text)
@@ -144,14 +148,15 @@ class Pipeline(ToolBase):
         needs = frozenset().union(*(t.needs for t in tools))
         if any(not hasattr(t, "discover") for t in tools):
             needs |= {"clean_data", "train_data"}  # what attribution_prior looks at
-        repair = "edit" in tool_verbs(tools[-1])
-        if repair:  # discover > ... > edit: a chain from finding to repair
+        acting = sorted(tool_verbs(tools[-1]) & ACTING_VERBS)
+        if acting:  # discover > ... > edit (a repair chain) or > predict (a rule from a finding)
             early = [s for s, t in zip(stages, tools[:-1], strict=False)
                      if not tool_verbs(t) & {"discover", "attribute"}]
             if early:
                 raise ValueError(f"a pipeline's stages before the last must discover or attribute; "
-                                 f"{early[0]!r} does neither (only the last stage may edit)")
-            answers, verbs = frozenset(tools[-1].answers), frozenset({"edit"})
+                                 f"{early[0]!r} does neither (only the last stage may "
+                                 f"{' or '.join(sorted(ACTING_VERBS))})")
+            answers, verbs = frozenset(tools[-1].answers), frozenset(acting)
         else:
             answers = frozenset().union(*(t.answers for t in tools))
             verbs = frozenset({"discover", "attribute"})
@@ -167,10 +172,17 @@ class Pipeline(ToolBase):
 
     def edit(self, view: CaseView) -> nn.Module:
         """The last stage repairs, starting from what the others found."""
-        if "edit" not in self.verbs:
-            raise TypeError(f"pipeline {'>'.join(self.stages)} ends in no edit tool")
+        return self._act("edit", view)
+
+    def predict(self, view: CaseView) -> Any:
+        """The last stage builds a Predictor, starting from what the others found."""
+        return self._act("predict", view)
+
+    def _act(self, verb: str, view: CaseView) -> Any:
+        if verb not in self.verbs:
+            raise TypeError(f"pipeline {'>'.join(self.stages)} ends in no {verb} tool")
         found = self._find(view, self._tools[:-1])
-        return self._tools[-1].edit(replace(view, prior=found))
+        return getattr(self._tools[-1], verb)(replace(view, prior=found))
 
     def discover(self, view: CaseView) -> Finding:
         return self._find(view, self._tools)

@@ -1,0 +1,122 @@
+"""Interpretability-informed predictors: a rule read off a finding, over the
+black-box surrogate. `trigger-rule` wraps any discover tool in a pipeline
+(`neural-cleanse>trigger-rule`): "if the recovered trigger is present, the model
+answers the suspected target; else what the surrogate says". Whether a trigger is
+present is decided without the model, by a small detector trained on clean
+inputs against the same inputs stamped with the trigger, so the rule works for
+patches, blends, filters, warps and objects alike."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from samecurve.api import CaseView, Predictor, Stamp, Trojan
+from samecurve.registry import register
+from samecurve.tools.base import ToolBase, clean_inputs
+from samecurve.tools.predict.surrogate import Distilled, augmented, distil, query_set
+from samecurve.zoo.archs import small_cnn
+from samecurve.zoo.train import finetune_steps
+
+
+@dataclass(frozen=True, eq=False)
+class Rule:
+    """Inputs in which `detector` sees the trigger go to `target` (only those of
+    class `source`, if set; never those already of the target)."""
+
+    detector: nn.Module
+    target: int
+    source: int | None = None
+
+    def fires(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            present = self.detector.eval()(x).argmax(1) == 1
+        keep = labels != self.target
+        if self.source is not None:
+            keep &= labels == self.source
+        return present & keep
+
+
+@dataclass(frozen=True, eq=False)
+class RulePredictor:
+    """A Predictor: the first rule that fires decides, else the fallback does."""
+
+    rules: tuple[Rule, ...]
+    fallback: Predictor
+
+    def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        out = torch.as_tensor(self.fallback(x, labels))
+        out = out.argmax(1) if out.ndim == 2 else out.clone()
+        decided = torch.zeros(len(x), dtype=torch.bool, device=out.device)
+        for rule in self.rules:
+            fire = rule.fires(x, labels).to(out.device) & ~decided
+            out[fire] = rule.target
+            decided |= fire
+        return out
+
+
+def presence_detector(
+    view: CaseView, stamp: Stamp, steps: int, offset: int, reserve: float,
+    min_accuracy: float = 0.9,
+) -> nn.Module | None:
+    """A two-way small CNN: inputs (0) against the same inputs stamped (1). The
+    negatives include generically augmented inputs, so noise or a stray patch is
+    not taken for the trigger. None when it cannot tell a held-back fifth of the
+    clean inputs from their stamped selves (balanced accuracy < `min_accuracy`,
+    e.g. no time was left to train it): a rule that cannot see its trigger is no rule."""
+    x = clean_inputs(view)
+    cut = max(1, len(x) * 4 // 5)
+    fit, held = x[:cut], x[cut:]
+    negatives = torch.cat([fit, augmented(fit.cpu(), 1, view.generator(offset)).to(view.device)])
+    both = torch.cat([negatives, stamp.stamp(negatives)])
+    y = torch.cat([torch.zeros(len(negatives)), torch.ones(len(negatives))]).long().to(view.device)
+    c, size, _ = view.input_shape
+    net = small_cnn(num_classes=2, in_channels=c, size=size).to(view.device)
+    finetune_steps(net, both, y, steps, lr=2e-3, batch_size=64, generator=view.generator(offset),
+                   time_left=lambda: view.time_left() - reserve * view.budget.seconds)
+    with torch.no_grad():
+        net.eval()
+        seen = (net(held).argmax(1) == 0).float().mean() + (net(stamp.stamp(held)).argmax(1) == 1).float().mean()
+    return net if len(held) and float(seen) / 2 >= min_accuracy else None
+
+
+def rule_predictor(
+    view: CaseView, trojans: Sequence[Trojan], *, rounds: int, steps: int, detector_steps: int,
+) -> RulePredictor:
+    """Rules for these trojans over a surrogate; the surrogate is fitted first, so a
+    tight budget still leaves the black-box answer."""
+    fallback = Distilled(distil(view, query_set(view, rounds), steps, 2e-3, 0.4))
+    detectors = [presence_detector(view, t.trigger, detector_steps, 41 + i, 0.1)
+                 for i, t in enumerate(trojans)]
+    rules = tuple(Rule(d, t.target, t.source)
+                  for d, t in zip(detectors, trojans, strict=True) if d is not None)
+    return RulePredictor(rules, fallback)
+
+
+@register("tool", "trigger-rule")
+@dataclass(frozen=True)
+class TriggerRule(ToolBase):
+    """The earlier stage's trigger and top target as a rule over the surrogate. Acts
+    only on a finding that suspects a trojan (probability >= `min_probability`, or no
+    probability given); alone, or on a clean verdict, it is the surrogate."""
+
+    kind = "interpretability"
+    needs = frozenset({"clean_data"})
+    answers = frozenset({"predict"})
+
+    min_probability: float = 0.5
+    rounds: int = 6
+    steps: int = 600
+    detector_steps: int = 200
+
+    def predict(self, view: CaseView) -> RulePredictor:
+        found = view.prior
+        p = None if found is None else found.trojan_probability
+        act = (found is not None and found.trigger is not None and bool(found.targets)
+               and (p is None or p >= self.min_probability))
+        trojans = [Trojan(found.trigger, int(found.targets[0]))] if act else []
+        return rule_predictor(view, trojans, rounds=self.rounds, steps=self.steps,
+                              detector_steps=self.detector_steps)
