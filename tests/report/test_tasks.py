@@ -19,6 +19,7 @@ from samecurve.run.stats import Interval
 from samecurve.run.suite import Suite
 from samecurve.tasks.discover import METRICS
 from samecurve.tasks.edit import REMOVE_METRICS, STEER_METRICS
+from samecurve.tasks.predict import PREDICT_METRICS
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TROJANED = ("p0", "p1", "p2")
@@ -151,8 +152,9 @@ def test_discover_comes_first_and_keeps_its_charts(edit_only, monkeypatch) -> No
     assert 'id="edit-frontier"' in html
 
 
-def test_every_edit_metric_has_a_label() -> None:
-    missing = [m.name for m in (*REMOVE_METRICS, *STEER_METRICS) if m.name not in LABELS]
+def test_every_edit_and_predict_metric_has_a_label() -> None:
+    missing = [m.name for m in (*REMOVE_METRICS, *STEER_METRICS, *PREDICT_METRICS)
+               if m.name not in LABELS]
     assert missing == []
 
 

@@ -1,8 +1,8 @@
 """Every registered tool obeys the contracts: no work in the constructor, the
 input model unchanged, no hooks left behind (even after an error), and the same
 answer twice under the same seed. Each tool runs in every task it implements
-(discover for detectors and attribution, edit for repairs): an editor must also
-return a new model, never the one it was given."""
+(discover for detectors and attribution, edit for repairs, predict for
+predictors): an editor must also return a new model, never the one it was given."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ EDIT_FAST = {"steps": 4}
 FAST_TASKS = {
     "edit": {"heldout_examples": 128, "relapse_examples": 32, "relapse_steps": 2,
              "attack_examples": 32, "attack_steps": 2},
+    "predict": {"heldout_examples": 60},
 }
 FAST = {
     **{n: EDIT_FAST for n in ("finetune", "fine-pruning", "attribution-reg", "adv-train", "lat",
@@ -42,6 +43,8 @@ FAST = {
     "feature-level-adversary": {"vae_steps": 10, "steps": 2, "eval_inputs": 4, "place_stride": 12},
     "meta-classifier": {"steps": 8},
     "pipeline": {"stages": ("saliency", "strip")},
+    "surrogate": {"rounds": 1, "steps": 5},
+    "trigger-rule": {"rounds": 1, "steps": 5, "detector_steps": 5},
 }
 
 
@@ -63,7 +66,7 @@ def _cases() -> list[tuple[str, str]]:
     out = []
     for name in TOOLS:
         tool = get("tool", name)(**FAST.get(name, {}))
-        for task in ("discover", "edit"):
+        for task in ("discover", "edit", "predict"):
             if task_accepts(make_task(TaskEntry(name=task)), tool):
                 out.append((name, task))
     return out

@@ -56,11 +56,20 @@ LABELS = {
     "edit_success": "Edit success",
     "side_effects": "Side effects",
     "steer_acc_drop": "Clean acc. drop",
+    "agree_clean": "Agree: clean",
+    "agree_triggered": "Agree: triggered",
+    "agree_variant": "Agree: fainter trigger",
+    "agree_shifted": "Agree: shifted",
+    "agree_boundary": "Agree: boundary",
+    "agree_adversarial": "Agree: adversarial",
+    "target_recall": "Target recall",
+    "target_false_alarm": "Target false alarm",
 }
 TITLES = {
     "discover": "Discover · find the planted flaw",
     "edit": "Edit · remove a trojan",
     "steer": "Edit · steer one behaviour",
+    "predict": "Predict · say what the model will do",
 }
 MAIN_TASK = "discover"  # drawn first, with charts and the gallery, when the suite has it
 TABLE_METRICS = 5  # metric columns per terminal table, so a board fits a terminal

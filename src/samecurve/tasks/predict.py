@@ -149,7 +149,9 @@ class HeldOut:
 @register("task", "predict")
 @dataclass(frozen=True)
 class PredictTask:
-    """Predict the model's outputs on interesting held-out inputs (every subject)."""
+    """Predict the model's outputs on interesting held-out inputs: every trojaned
+    subject, and the clean ones whose seed is below `clean_subjects` (a clean
+    model's outputs are worth predicting too; a few suffice as the control)."""
 
     verb: ClassVar[str] = "predict"
     version: ClassVar[int] = 1
@@ -160,12 +162,13 @@ class PredictTask:
     clean_examples: int = 500  # what tools may query around (the edit family's share)
     heldout_examples: int = 300  # the base inputs every set is made from
     variant_strength: float = 0.5
+    clean_subjects: int = 4
 
     def accepts(self, tool: Any) -> bool:
         return "predict" in tool_verbs(tool)
 
     def applies(self, card: Mapping[str, Any]) -> bool:
-        return True  # a clean model's outputs are worth predicting too
+        return bool(card["answer_key"]["trojaned"]) or int(card["seed"]) < self.clean_subjects
 
     def support_specs(self, spec: Any) -> list:
         return []

@@ -17,8 +17,7 @@ from torch import nn
 from samecurve.api import CaseView, Predictor, Stamp, Trojan
 from samecurve.registry import register
 from samecurve.tools.base import ToolBase, clean_inputs
-from samecurve.tools.predict.surrogate import Distilled, augmented, distil, query_set
-from samecurve.zoo.archs import small_cnn
+from samecurve.tools.predict.surrogate import Distilled, augmented, distil, fresh_net, query_set
 from samecurve.zoo.train import finetune_steps
 
 
@@ -73,8 +72,7 @@ def presence_detector(
     negatives = torch.cat([fit, augmented(fit.cpu(), 1, view.generator(offset)).to(view.device)])
     both = torch.cat([negatives, stamp.stamp(negatives)])
     y = torch.cat([torch.zeros(len(negatives)), torch.ones(len(negatives))]).long().to(view.device)
-    c, size, _ = view.input_shape
-    net = small_cnn(num_classes=2, in_channels=c, size=size).to(view.device)
+    net = fresh_net(view, 2, offset)
     finetune_steps(net, both, y, steps, lr=2e-3, batch_size=64, generator=view.generator(offset),
                    time_left=lambda: view.time_left() - reserve * view.budget.seconds)
     with torch.no_grad():

@@ -65,6 +65,16 @@ def soft_cross_entropy(model: nn.Module, x: torch.Tensor, p: torch.Tensor) -> to
     return -(p * F.log_softmax(model(x), dim=1)).sum(1).mean()
 
 
+def fresh_net(view: CaseView, num_classes: int, offset: int) -> nn.Module:
+    """A new small CNN for the case's inputs, initialised from the case seed (the
+    global RNG is left as it was), so a predictor is the same every time."""
+    c, size, _ = view.input_shape
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(view.seed) * 1_000_003 + offset)
+        net = small_cnn(num_classes=num_classes, in_channels=c, size=size)
+    return net.to(view.device)
+
+
 def distil(view: CaseView, x: torch.Tensor, steps: int, lr: float, reserve: float) -> nn.Module:
     """A fresh small CNN trained on the model's probabilities for `x` (one query each),
     stopping with `reserve` of the budget left."""
@@ -73,8 +83,7 @@ def distil(view: CaseView, x: torch.Tensor, steps: int, lr: float, reserve: floa
         for i in range(0, len(x), 512):
             teacher.append(F.softmax(view.model(x[i : i + 512]), dim=1))
     probs = torch.cat(teacher)
-    c, size, _ = view.input_shape
-    net = small_cnn(num_classes=view.num_classes, in_channels=c, size=size).to(view.device)
+    net = fresh_net(view, view.num_classes, 29)
     finetune_steps(net, x, probs, steps, lr=lr, batch_size=64, generator=view.generator(29),
                    loss_fn=soft_cross_entropy,
                    time_left=lambda: view.time_left() - reserve * view.budget.seconds)
