@@ -126,15 +126,18 @@ def test_surrogate_learns_the_model_and_rules_foresee_the_trojan(patch_subject, 
     assert oracle["agree_triggered"] > surrogate["agree_triggered"] + 0.5
 
 
-def test_trigger_rule_acts_on_an_earlier_stages_finding(patch_subject, cache) -> None:
-    stages = parse_pipeline("oracle>trigger-rule")
+# Measured on the tiny patch subject fed the oracle's finding: target recall 0.85
+# (trigger-rule) and 0.93 (concept-probe); fainter-trigger agreement 0.42 and 0.65.
+@pytest.mark.parametrize("rule", ["trigger-rule", "concept-probe"])
+def test_rules_act_on_an_earlier_stages_finding(rule, patch_subject, cache) -> None:
+    text = f"oracle>{rule}"
+    stages = parse_pipeline(text)
     tool = get("tool", "pipeline")(stages=stages)
     assert tool.verbs == frozenset({"predict"})
-    job = CellJob(TASK, ToolEntry(name="pipeline", params={"stages": list(stages)},
-                                  label="oracle>trigger-rule"),
-                  patch_subject.id, 0, Budget(seconds=120), "cpu", str(cache.root))
+    job = CellJob(TASK, ToolEntry(name="pipeline", params={"stages": list(stages)}, label=text),
+                  patch_subject.id, 0, Budget(seconds=150), "cpu", str(cache.root))
     r = execute(job)
     assert r.status == "ok", r.error
-    assert r.metrics["target_recall"] > 0.8, r.metrics
+    assert r.metrics["target_recall"] > 0.75 and r.metrics["target_false_alarm"] < 0.2, r.metrics
     with pytest.raises(ValueError, match="must discover or attribute"):
-        get("tool", "pipeline")(stages=("trigger-rule", "surrogate"))
+        get("tool", "pipeline")(stages=(rule, "surrogate"))

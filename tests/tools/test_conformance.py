@@ -45,6 +45,7 @@ FAST = {
     "pipeline": {"stages": ("saliency", "strip")},
     "surrogate": {"rounds": 1, "steps": 5},
     "trigger-rule": {"rounds": 1, "steps": 5, "detector_steps": 5},
+    "concept-probe": {"rounds": 1, "steps": 5},
 }
 
 
