@@ -12,7 +12,8 @@ stamped) and applied to the student's reproduction of them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +24,13 @@ from torch.nn import functional as F
 from samecurve.api import CaseView
 from samecurve.registry import register
 from samecurve.tools.base import ToolBase, clean_inputs
-from samecurve.tools.predict.surrogate import fresh_net, query_set
+from samecurve.tools.predict.surrogate import (
+    choose_label_weight,
+    fresh_net,
+    query_set,
+    teacher_probabilities,
+    with_label_prior,
+)
 from samecurve.zoo.archs import last_linear, penultimate_features
 from samecurve.zoo.train import finetune_steps
 
@@ -55,6 +62,7 @@ class ProbePredictor:
     weights: torch.Tensor  # the probe: w . features + b > 0 means "concept present"
     bias: float
     target: int | None
+    label_weight: float = 0.0  # as the surrogate's (Distilled)
 
     def present(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -64,7 +72,7 @@ class ProbePredictor:
     def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             logits, _ = self.student.eval()(x)
-        out = logits.argmax(1)
+        out = with_label_prior(logits, labels, self.label_weight).argmax(1)
         if self.target is not None:
             fire = self.present(x) & (labels != self.target)
             out[fire] = self.target
@@ -96,12 +104,11 @@ class ConceptProbe(ToolBase):
                and (p is None or p >= self.min_probability))
         clean = clean_inputs(view)
         cut = max(1, len(clean) * 4 // 5)
-        queries = query_set(view, self.rounds)
-        concept = found.trigger.stamp(clean) if act else clean[:0]
-        x = torch.cat([queries, concept[:cut]])
-        with torch.no_grad():
-            probs = torch.cat([F.softmax(view.model(x[i : i + 512]), 1) for i in range(0, len(x), 512)])
-            feats = penultimate_features(view.model, x)
+        q = query_set(view, self.rounds)
+        concept = found.trigger.stamp(clean[:cut]) if act else clean[:0]
+        x = torch.cat([q.x, concept])
+        probs = torch.cat([q.probs, teacher_probabilities(view, concept)])
+        feats = penultimate_features(view.model, x)
         scale = feats.std().clamp_min(1e-6)
         student = Student(fresh_net(view, view.num_classes, 37), feats.shape[1]).to(view.device)
         with torch.random.fork_rng(devices=[]):
@@ -118,16 +125,16 @@ class ConceptProbe(ToolBase):
         finetune_steps(student, x, targets, self.steps, lr=2e-3, batch_size=64,
                        generator=view.generator(37), loss_fn=loss,
                        time_left=lambda: view.time_left() - 0.1 * view.budget.seconds)
-        with torch.no_grad():  # the student imitates the model's scale; the probe reads it there
-            student.adapter.weight.mul_(scale)
-            student.adapter.bias.mul_(scale)
         student.eval()
+        with torch.no_grad():
+            weight = choose_label_weight(student(q.check_x)[0], q.check_y, q.check_says)
+        none = ProbePredictor(student, torch.zeros(feats.shape[1]), -1.0, None, weight)
         if not act:
-            return ProbePredictor(student, torch.zeros(feats.shape[1]), -1.0, None)
-        return self._probe(view, student, clean, cut, found.trigger, int(found.targets[0]))
+            return none
+        return self._probe(view, none, clean, cut, found.trigger, int(found.targets[0]))
 
-    def _probe(self, view: CaseView, student: Student, clean: torch.Tensor, cut: int,
-               trigger: object, target: int) -> ProbePredictor:
+    def _probe(self, view: CaseView, none: ProbePredictor, clean: torch.Tensor, cut: int,
+               trigger: Any, target: int) -> ProbePredictor:
         """Fit the probe on the model's activations; keep it if, read through the
         student, it tells held-back clean inputs from stamped ones."""
         fit, held = clean[:cut], clean[cut:]
@@ -137,9 +144,9 @@ class ConceptProbe(ToolBase):
         probe = LogisticRegression(max_iter=2000, C=1.0).fit(real, y)
         w = torch.as_tensor(probe.coef_[0], dtype=torch.float32)
         b = float(probe.intercept_[0])
-        candidate = ProbePredictor(student, w, b, target)
+        candidate = replace(none, weights=w, bias=b, target=target)
         seen = ((~candidate.present(held)).float().mean()
                 + candidate.present(trigger.stamp(held)).float().mean()) / 2
         if len(held) == 0 or float(seen) < self.min_accuracy:
-            return ProbePredictor(student, torch.zeros_like(w), -1.0, None)
+            return none
         return candidate

@@ -17,7 +17,7 @@ from torch import nn
 from samecurve.api import CaseView, Predictor, Stamp, Trojan
 from samecurve.registry import register
 from samecurve.tools.base import ToolBase, clean_inputs
-from samecurve.tools.predict.surrogate import Distilled, augmented, distil, fresh_net, query_set
+from samecurve.tools.predict.surrogate import augmented, distil, fresh_net, query_set
 from samecurve.zoo.train import finetune_steps
 
 
@@ -69,7 +69,9 @@ def presence_detector(
     x = clean_inputs(view)
     cut = max(1, len(x) * 4 // 5)
     fit, held = x[:cut], x[cut:]
-    negatives = torch.cat([fit, augmented(fit.cpu(), 1, view.generator(offset)).to(view.device)])
+    unlabelled = torch.zeros(len(fit), dtype=torch.long)
+    aug, _ = augmented(fit.cpu(), unlabelled, 1, view.generator(offset))
+    negatives = torch.cat([fit, aug.to(view.device)])
     both = torch.cat([negatives, stamp.stamp(negatives)])
     y = torch.cat([torch.zeros(len(negatives)), torch.ones(len(negatives))]).long().to(view.device)
     net = fresh_net(view, 2, offset)
@@ -86,8 +88,8 @@ def rule_predictor(
 ) -> RulePredictor:
     """Rules for these trojans over a surrogate; the surrogate is fitted first, so a
     tight budget still leaves the black-box answer."""
-    fallback = Distilled(distil(view, query_set(view, rounds), steps, 2e-3, 0.4))
-    detectors = [presence_detector(view, t.trigger, detector_steps, 41 + i, 0.1)
+    fallback = distil(view, query_set(view, rounds), steps, 2e-3, 0.15)
+    detectors = [presence_detector(view, t.trigger, detector_steps, 41 + i, 0.05)
                  for i, t in enumerate(trojans)]
     rules = tuple(Rule(d, t.target, t.source)
                   for d, t in zip(detectors, trojans, strict=True) if d is not None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -21,29 +22,56 @@ from samecurve.zoo.train import finetune_steps
 
 @dataclass(frozen=True, eq=False)
 class Distilled:
-    """A Predictor: the surrogate network's class scores."""
+    """A Predictor: the surrogate network's log-probabilities plus `label_weight`
+    on each input's true class. The weight is chosen on held-back queries, so the
+    surrogate leans on the label exactly as far as that agrees with the model
+    (a surrogate that learned little falls back to "the true label", never below)."""
 
     net: nn.Module
+    label_weight: float = 0.0
 
     def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return self.net.eval()(x)
+            return with_label_prior(self.net.eval()(x), labels, self.label_weight)
 
 
-def augmented(x: torch.Tensor, rounds: int, generator: torch.Generator) -> torch.Tensor:
-    """`rounds` augmented copies of x, each input altered by one generic
-    transformation drawn per input. None of them is told about any trigger."""
+def with_label_prior(logits: torch.Tensor, labels: torch.Tensor, weight: float) -> torch.Tensor:
+    """log softmax(logits) + weight * onehot(labels)."""
+    prior = F.one_hot(labels.long(), logits.shape[1]).to(logits)
+    return F.log_softmax(logits, 1) + weight * prior
+
+
+LABEL_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 1e3)
+
+
+def choose_label_weight(
+    logits: torch.Tensor, labels: torch.Tensor, model_says: torch.Tensor
+) -> float:
+    """The weight whose predictions agree most with the model's labels (the smallest
+    among ties)."""
+    agree = [float((with_label_prior(logits, labels, w).argmax(1) == model_says).float().mean())
+             for w in LABEL_WEIGHTS]
+    return LABEL_WEIGHTS[int(np.argmax(agree))]
+
+
+def augmented(
+    x: torch.Tensor, y: torch.Tensor, rounds: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`rounds` augmented copies of (x, y), each input altered by one generic
+    transformation drawn per input (a mixup keeps the label of its larger part).
+    None of them is told about any trigger."""
     n, c, h, w = x.shape
-    copies = []
+    copies, labels = [], []
     for _ in range(rounds):
         kind = torch.randint(0, 6, (n,), generator=generator)
-        out = x.clone()
+        out, lab = x.clone(), y.clone()
         noise = kind == 0
         out[noise] += 0.1 * torch.randn(out[noise].shape, generator=generator)
         mix = kind == 1
         lam = torch.rand(int(mix.sum()), 1, 1, 1, generator=generator) * 0.6 + 0.2
-        partner = x[torch.randint(0, n, (int(mix.sum()),), generator=generator)]
-        out[mix] = lam * out[mix] + (1 - lam) * partner
+        pick = torch.randint(0, n, (int(mix.sum()),), generator=generator)
+        out[mix] = lam * out[mix] + (1 - lam) * x[pick]
+        lab[mix] = torch.where(lam.flatten() >= 0.5, lab[mix], y[pick])
         shift = kind == 2
         dy, dx = (int(v) for v in torch.randint(-4, 5, (2,), generator=generator))
         out[shift] = torch.roll(out[shift], shifts=(dy, dx), dims=(2, 3))
@@ -57,7 +85,10 @@ def augmented(x: torch.Tensor, rounds: int, generator: torch.Generator) -> torch
         blend = kind == 5
         out[blend] = 0.85 * out[blend] + 0.15 * torch.rand(out[blend].shape, generator=generator)
         copies.append(out.clamp(0, 1))
-    return torch.cat(copies) if copies else x[:0]
+        labels.append(lab)
+    if not copies:
+        return x[:0], y[:0]
+    return torch.cat(copies), torch.cat(labels)
 
 
 def soft_cross_entropy(model: nn.Module, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
@@ -75,41 +106,76 @@ def fresh_net(view: CaseView, num_classes: int, offset: int) -> nn.Module:
     return net.to(view.device)
 
 
-def distil(view: CaseView, x: torch.Tensor, steps: int, lr: float, reserve: float) -> nn.Module:
-    """A fresh small CNN trained on the model's probabilities for `x` (one query each),
-    stopping with `reserve` of the budget left."""
-    teacher = []
+def teacher_probabilities(view: CaseView, x: torch.Tensor) -> torch.Tensor:
+    """The model's probabilities for x: one query per input."""
+    if len(x) == 0:
+        return torch.empty(0, view.num_classes, device=x.device)
     with torch.no_grad():
-        for i in range(0, len(x), 512):
-            teacher.append(F.softmax(view.model(x[i : i + 512]), dim=1))
-    probs = torch.cat(teacher)
+        return torch.cat([F.softmax(view.model(x[i : i + 512]), dim=1) for i in range(0, len(x), 512)])
+
+
+@dataclass(frozen=True)
+class Queries:
+    """What a black-box predictor asks the model: inputs to fit on, and held-back
+    inputs to choose its label weight on, with true labels and the model's answers."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    probs: torch.Tensor
+    check_x: torch.Tensor
+    check_y: torch.Tensor
+    check_says: torch.Tensor
+
+
+def query_set(view: CaseView, rounds: int) -> Queries:
+    """Four fifths of the clean inputs and `rounds` augmented copies to fit on; the
+    last fifth and one augmented copy of it held back. Cut to the query budget."""
+    clean = clean_inputs(view)
+    labels = view.clean.y.to(view.device)
+    cut = max(1, len(clean) * 4 // 5)
+    g = view.generator(31)
+    ax, ay = augmented(clean[:cut].cpu(), labels[:cut].cpu(), rounds, g)
+    x = torch.cat([clean[:cut], ax.to(view.device)])
+    y = torch.cat([labels[:cut], ay.to(view.device)])
+    hx, hy = augmented(clean[cut:].cpu(), labels[cut:].cpu(), 1, g)
+    check_x = torch.cat([clean[cut:], hx.to(view.device)])
+    check_y = torch.cat([labels[cut:], hy.to(view.device)])
+    cap = view.budget.queries
+    if cap is not None:
+        room = max(2, cap - view.meter.queries)
+        check_x, check_y = check_x[: room // 5], check_y[: room // 5]
+        x, y = x[: room - len(check_x)], y[: room - len(check_x)]
+    probs = teacher_probabilities(view, x)
+    says = teacher_probabilities(view, check_x).argmax(1) if len(check_x) else check_y
+    return Queries(x, y, probs, check_x, check_y, says)
+
+
+def distil(view: CaseView, q: Queries, steps: int, lr: float, reserve: float) -> Distilled:
+    """A fresh small CNN trained on the model's probabilities for the fitting queries,
+    stopping with `reserve` of the budget left, and its label weight."""
     net = fresh_net(view, view.num_classes, 29)
-    finetune_steps(net, x, probs, steps, lr=lr, batch_size=64, generator=view.generator(29),
+    finetune_steps(net, q.x, q.probs, steps, lr=lr, batch_size=64, generator=view.generator(29),
                    loss_fn=soft_cross_entropy,
                    time_left=lambda: view.time_left() - reserve * view.budget.seconds)
-    return net.eval()
-
-
-def query_set(view: CaseView, rounds: int) -> torch.Tensor:
-    """The clean inputs and their augmented copies, cut to the query budget."""
-    x = clean_inputs(view)
-    queries = torch.cat([x, augmented(x.cpu(), rounds, view.generator(31)).to(view.device)])
-    cap = view.budget.queries
-    return queries[: max(1, cap - view.meter.queries)] if cap is not None else queries
+    net.eval()
+    with torch.no_grad():
+        weight = choose_label_weight(net(q.check_x), q.check_y, q.check_says) if len(q.check_x) else 0.0
+    return Distilled(net, weight)
 
 
 @register("tool", "surrogate")
 @dataclass(frozen=True)
 class Surrogate(ToolBase):
-    """Black-box: distil the model's answers on clean and augmented inputs."""
+    """Black-box: distil the model's answers on clean and augmented inputs, and lean
+    on the true label as far as held-back queries say the model does."""
 
     kind = "black-box"
     needs = frozenset({"clean_data"})
     answers = frozenset({"predict"})
 
-    rounds: int = 6  # augmented copies of the clean data (500 inputs -> 3500 queries)
+    rounds: int = 6  # augmented copies of the clean data (500 inputs -> ~3500 queries)
     steps: int = 600
     lr: float = 2e-3
 
     def predict(self, view: CaseView) -> Distilled:
-        return Distilled(distil(view, query_set(view, self.rounds), self.steps, self.lr, 0.1))
+        return distil(view, query_set(view, self.rounds), self.steps, self.lr, 0.1)
