@@ -29,16 +29,25 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+class Backend(StrEnum):
+    local = "local"
+    ray = "ray"
+
+
 @app.command()
 def run(
     suite: Annotated[str, typer.Argument(help="suite YAML file, or a built-in: default, smoke")] = "default",
     out_dir: Annotated[Path, typer.Option("--out", help="run folder (results + report)")] = Path("runs/default"),
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
-    workers: Annotated[int, typer.Option(help="worker processes (0 = run in this process)")] = 2,
+    workers: Annotated[int, typer.Option(help="jobs run in parallel: worker processes, or Ray tasks (0 = in this process, local only)")] = 2,
     cache: Annotated[Path | None, typer.Option(help="subject cache (default: $SAMECURVE_CACHE or the user cache)")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    backend: Annotated[Backend, typer.Option(help="local worker processes, or a Ray cluster")] = Backend.local,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start a local one)")] = None,
 ) -> None:
     """Build the suite's subjects, run every cell (resuming), print the leaderboard, write the report."""
+    from rich.markup import escape
+
     from samecurve.report.build import write_report
     from samecurve.run.runner import RunError, run_suite
     from samecurve.run.store import StoreError
@@ -50,14 +59,15 @@ def run(
     try:
         s = load_suite(suite)
         store = run_suite(s, out_dir, device=device, workers=workers,
-                          cache=Cache(cache) if cache else None, progress=not quiet)
+                          cache=Cache(cache) if cache else None, progress=not quiet,
+                          backend=backend.value, address=address)
         store.close()
         path, boards = write_report(out_dir)
     except KeyboardInterrupt:
         fail(f"interrupted; finished cells are saved in {out_dir}: run the same command to resume",
              130)
     except (SuiteError, StoreError, RunError, CorruptSubject) as exc:
-        fail(str(exc))
+        fail(escape(str(exc)))  # printed as text: `pip install -e ".[ray]"` keeps its brackets
     _print_boards(boards)
     out.print(f"report: [bold]{path}[/bold]")
 

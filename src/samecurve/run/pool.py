@@ -45,6 +45,11 @@ def handle(kind: str, payload: Any) -> Any:
     raise ValueError(f"unknown job kind {kind!r}")
 
 
+def last_line(exc: BaseException) -> str:
+    """What an error row keeps of a job's exception: its type and message."""
+    return traceback.format_exception_only(type(exc), exc)[-1].strip()
+
+
 def _worker(conn: Connection, threads: int) -> None:
     import torch
 
@@ -62,8 +67,7 @@ def _worker(conn: Connection, threads: int) -> None:
         except KeyboardInterrupt:
             return
         except Exception as exc:
-            last = traceback.format_exception_only(type(exc), exc)[-1].strip()
-            conn.send(("error", None, last))
+            conn.send(("error", None, last_line(exc)))
 
 
 class _Worker:
@@ -148,8 +152,7 @@ class Pool:
                 value = handle(job.kind, job.payload)
                 yield job, Outcome("ok", value, "", time.monotonic() - t)
             except Exception as exc:
-                last = traceback.format_exception_only(type(exc), exc)[-1].strip()
-                yield job, Outcome("error", None, last, time.monotonic() - t)
+                yield job, Outcome("error", None, last_line(exc), time.monotonic() - t)
 
     def close(self) -> None:
         for w in self._live:

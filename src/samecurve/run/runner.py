@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -18,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from samecurve.api import Trigger, task_accepts, task_applies
 from samecurve.run.cell import CellJob, cell_config, floor_result
-from samecurve.run.pool import Job, Pool
+from samecurve.run.pool import Job, Outcome, Pool
 from samecurve.run.store import Store
 from samecurve.run.suite import Suite, TaskEntry, ToolEntry, make_task, make_tool
 from samecurve.zoo.builder import SubjectSpec, build, clean_split
@@ -70,11 +72,33 @@ def build_subject_job(job: BuildJob) -> tuple[dict, dict[str, np.ndarray]]:
     return dict(subject.card), gallery_arrays(subject)
 
 
-def check_device(device: str) -> None:
-    if device.startswith("cuda") and not torch.cuda.is_available():
+def check_device(device: str, here: bool = True) -> None:
+    """A device name we know, and (if the cells run `here`, on this machine) one it has."""
+    if here and device.startswith("cuda") and not torch.cuda.is_available():
         raise RunError("--device cuda was asked for but this machine has no CUDA; use --device cpu")
     if not (device == "cpu" or device.startswith("cuda")):
         raise RunError(f"unknown device {device!r}; use cpu or cuda")
+
+
+class JobPool(Protocol):
+    """What the runner needs of a backend: jobs in, (job, outcome) out as each finishes."""
+
+    def run(self, jobs: Iterable[Job]) -> Iterator[tuple[Job, Outcome]]: ...
+
+    def close(self) -> None: ...
+
+
+def make_pool(backend: str, workers: int, device: str = "cpu", address: str | None = None) -> JobPool:
+    """Worker processes on this machine (local), or tasks on a Ray cluster (ray)."""
+    if backend == "local":
+        if address:
+            raise RunError("--address is for --backend ray")
+        return Pool(workers)
+    if backend == "ray":
+        from samecurve.run.ray_pool import RayPool  # Ray is optional: imported only here
+
+        return RayPool(workers, device=device, address=address)
+    raise RunError(f"unknown backend {backend!r}; use local or ray")
 
 
 def _progress(console: Console, enabled: bool) -> Progress:
@@ -99,9 +123,13 @@ def run_suite(
     cache: Cache | None = None,
     console: Console | None = None,
     progress: bool = True,
+    backend: str = "local",
+    address: str | None = None,
 ) -> Store:
-    """Run a suite into `out` and return its store (open). Resumes what is there."""
-    check_device(device)
+    """Run a suite into `out` and return its store (open). Resumes what is there.
+    `backend` picks where jobs run (see make_pool); the store is written here only."""
+    # On Ray the cells run on the cluster's nodes, which RayPool checks for GPUs.
+    check_device(device, here=backend != "ray")
     console = console or Console(stderr=True)
     cache = cache or Cache()
     store = Store(out)
@@ -112,8 +140,8 @@ def run_suite(
     specs = suite.subject_specs()
     support = _support_specs(suite, specs)
     everything = specs + suite.reference_specs()
-    pool = Pool(workers)
-    with _progress(console, progress) as bar:
+    pool = make_pool(backend, workers, device, address)
+    with closing(pool), _progress(console, progress) as bar:
         known = store.subjects()
         todo = [s for s in everything if s.id not in known or not cache.has(s.id)]
         todo += [s for s in support if not cache.has(s.id)]
