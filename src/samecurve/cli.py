@@ -336,6 +336,40 @@ def zoo_show(
     out.print(f"example image: [bold]{path}[/bold]")
 
 
+@app.command()
+def audit(
+    model: Annotated[Path, typer.Option("--model", help="safetensors, TorchScript, or a torch.save state dict")],
+    data: Annotated[str, typer.Option("--data", help="clean data: .npz, an ImageFolder folder, or IDX as IMAGES,LABELS")],
+    arch: Annotated[str | None, typer.Option(help="architecture of a weights file: a registered name or module:Class")] = None,
+    from_run: Annotated[Path | None, typer.Option("--from", help="run folder whose leaderboards choose the tools (default: newest under runs/)")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="report folder (default: audits/MODEL-STEM)")] = None,
+    fix: Annotated[bool, typer.Option("--fix", help="also run the best repair chain and save the repaired model")] = False,
+    budget: Annotated[float, typer.Option(help="seconds for all tools together (each gets a share)")] = 240.0,
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    seed: Annotated[int, typer.Option(help="seed of the tools' randomness")] = 0,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Aim the tools the latest benchmark run ranks best at your own model: verdict, target, trigger, affected inputs, and with --fix a repaired model."""
+    from rich.markup import escape
+
+    from samecurve.audit import AuditError
+    from samecurve.audit.report import print_summary, write_all
+    from samecurve.audit.run import AuditConfig
+    from samecurve.audit.run import audit as run_audit
+
+    config = AuditConfig(model=model, data=data, arch=arch, from_run=from_run, out=out_dir, fix=fix,
+                         budget=budget, device=device, seed=seed, progress=not quiet)
+    try:
+        result = run_audit(config, err)
+        written = write_all(result)
+    except AuditError as exc:
+        fail(escape(str(exc)))  # printed as text: a message may quote [brackets]
+    except KeyboardInterrupt:
+        fail("interrupted; the audit did not finish", 130)
+    print_summary(result, out)
+    out.print(f"report: [bold]{escape(str(written[-1]))}[/bold]")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     try:
         app()
