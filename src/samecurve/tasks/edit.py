@@ -90,6 +90,15 @@ STEER_METRICS: tuple[MetricSpec, ...] = (
 )
 
 
+def own_data(subject: Subject, needs: frozenset[str], n: int) -> dict[str, Split | None]:
+    """What an acting tool (an editor, a predictor) may see: `n` clean inputs from the
+    subject's own validation split and `n` of its training set, each only if declared."""
+    return {
+        "clean": clean_split(subject, "val", n) if "clean_data" in needs else None,
+        "train_sample": training_sample(subject, n) if "train_data" in needs else None,
+    }
+
+
 def editable(tool: Any) -> bool:
     return "edit" in tool_verbs(tool)
 
@@ -190,12 +199,7 @@ class _EditTaskBase(ABC):
         return []
 
     def view_data(self, subject: Subject, needs: frozenset[str]) -> dict[str, Split | None]:
-        return {
-            "clean": clean_split(subject, "val", self.clean_examples)
-            if "clean_data" in needs else None,
-            "train_sample": training_sample(subject, self.clean_examples)
-            if "train_data" in needs else None,
-        }
+        return own_data(subject, needs, self.clean_examples)
 
     def heldout(self, subject: Subject, extra: int = 0) -> tuple[Split, Split]:
         """Fresh inputs no tool sees: the graded ones, and `extra` more for attackers

@@ -28,6 +28,7 @@ from torch import nn
 from samecurve.api import CaseView, MetricSpec, Split, Subject, tool_verbs
 from samecurve.metrics.predict import agreement, target_false_alarm, target_recall
 from samecurve.registry import register
+from samecurve.tasks.edit import own_data
 from samecurve.tasks.interesting import (
     adversarial,
     near_boundary,
@@ -36,7 +37,7 @@ from samecurve.tasks.interesting import (
     recoloured,
     rescaled,
 )
-from samecurve.zoo.builder import clean_split, training_sample
+from samecurve.zoo.builder import clean_split
 from samecurve.zoo.seeding import derive
 from samecurve.zoo.train import predict
 
@@ -174,12 +175,7 @@ class PredictTask:
         return []
 
     def view_data(self, subject: Subject, needs: frozenset[str]) -> dict[str, Split | None]:
-        return {
-            "clean": clean_split(subject, "val", self.clean_examples)
-            if "clean_data" in needs else None,
-            "train_sample": training_sample(subject, self.clean_examples)
-            if "train_data" in needs else None,
-        }
+        return own_data(subject, needs, self.clean_examples)
 
     def run(
         self, tool: Any, view: CaseView, subject: Subject, support: Sequence[Subject] = ()
