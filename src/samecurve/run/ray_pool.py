@@ -189,8 +189,11 @@ def connect(ray: ModuleType, address: str | None, workers: int) -> bool:
     check_address(address)
     plugins = os.environ.get("SAMECURVE_PLUGINS")  # local clusters inherit the environment
     env = {"runtime_env": {"env_vars": {"SAMECURVE_PLUGINS": plugins}}} if plugins else {}
+    host = address.rsplit(":", 1)[0]
+    # a cluster on this machine's loopback: this driver's node is there too
+    here = {"_node_ip_address": LOOPBACK} if host in (LOOPBACK, "localhost") else {}
     try:
-        ray.init(address=address, **QUIET, **env)
+        ray.init(address=address, **QUIET, **env, **here)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         hint = "" if os.environ.get("RAY_AUTH_MODE") else (
