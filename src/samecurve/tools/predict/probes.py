@@ -24,6 +24,7 @@ from torch.nn import functional as F
 from samecurve.api import CaseView
 from samecurve.registry import register
 from samecurve.tools.base import ToolBase, clean_inputs
+from samecurve.tools.predict.rules import suspects
 from samecurve.tools.predict.surrogate import (
     choose_label_weight,
     fresh_net,
@@ -99,9 +100,7 @@ class ConceptProbe(ToolBase):
 
     def predict(self, view: CaseView) -> ProbePredictor:
         found = view.prior
-        p = None if found is None else found.trojan_probability
-        act = (found is not None and found.trigger is not None and bool(found.targets)
-               and (p is None or p >= self.min_probability))
+        act = suspects(found, self.min_probability)
         clean = clean_inputs(view)
         cut = max(1, len(clean) * 4 // 5)
         q = query_set(view, self.rounds)

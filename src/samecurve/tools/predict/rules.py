@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from samecurve.api import CaseView, Predictor, Stamp, Trojan
+from samecurve.api import CaseView, Finding, Predictor, Stamp, Trojan
 from samecurve.registry import register
 from samecurve.tools.base import ToolBase, clean_inputs
 from samecurve.tools.predict.surrogate import augmented, distil, fresh_net, query_set
@@ -96,6 +96,15 @@ def rule_predictor(
     return RulePredictor(rules, fallback)
 
 
+def suspects(found: Finding | None, min_probability: float) -> bool:
+    """Whether an earlier stage's finding is one to act on: a trigger and a target, and
+    a trojan probability of at least `min_probability` (or none given)."""
+    if found is None or found.trigger is None or not found.targets:
+        return False
+    p = found.trojan_probability
+    return p is None or p >= min_probability
+
+
 @register("tool", "trigger-rule")
 @dataclass(frozen=True)
 class TriggerRule(ToolBase):
@@ -114,9 +123,6 @@ class TriggerRule(ToolBase):
 
     def predict(self, view: CaseView) -> RulePredictor:
         found = view.prior
-        p = None if found is None else found.trojan_probability
-        act = (found is not None and found.trigger is not None and bool(found.targets)
-               and (p is None or p >= self.min_probability))
-        trojans = [Trojan(found.trigger, int(found.targets[0]))] if act else []
+        trojans = [Trojan(found.trigger, int(found.targets[0]))] if suspects(found, self.min_probability) else []
         return rule_predictor(view, trojans, rounds=self.rounds, steps=self.steps,
                               detector_steps=self.detector_steps)
