@@ -26,9 +26,11 @@ NEEDS = frozenset(
 DISCOVER_ANSWERS = frozenset({"detect", "target", "trigger", "attribution"})
 EDIT_ANSWERS = frozenset({"remove", "steer"})
 PREDICT_ANSWERS = frozenset({"predict"})
-ANSWERS = DISCOVER_ANSWERS | EDIT_ANSWERS | PREDICT_ANSWERS
+# replace's replace: a program that does the network's job (and is the planted one).
+REPLACE_ANSWERS = frozenset({"replace"})
+ANSWERS = DISCOVER_ANSWERS | EDIT_ANSWERS | PREDICT_ANSWERS | REPLACE_ANSWERS
 # The verbs a tool may implement, one per task family (attribution is discover's).
-VERBS = ("discover", "attribute", "edit", "predict")
+VERBS = ("discover", "attribute", "edit", "predict", "distill")
 
 
 class BudgetExceeded(RuntimeError):
@@ -175,6 +177,11 @@ class AnswerKey:
     source: int | None = None
     extra: tuple[Trojan, ...] = ()
     clean_label: bool = False
+    # A hidden-program subject's answer: the restricted Python source it was trained
+    # to implement; `incompressible` marks a random-table control, whose right
+    # answer is "no short program".
+    program: str | None = None
+    incompressible: bool = False
 
     @classmethod
     def from_trojans(
@@ -317,6 +324,10 @@ class CaseView:
     # None in a remove case, where the tool is told nothing about the trojan.
     request: EditRequest | None = None
 
+    # A hidden-program subject's input space and the program signature it expects
+    # (a samecurve.programs.domain.Domain); None for image-classifier subjects.
+    domain: Any = None
+
     def time_left(self) -> float:
         return self.meter.time_left()
 
@@ -354,6 +365,27 @@ class EditRequest:
 
     examples: Split
     rule: Trojan | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Program:
+    """A distill tool's answer: restricted Python source defining `entry`, a pure
+    function of the domain's inputs (see samecurve.programs). `source=None` is
+    "no short program": the right answer on an incompressible control, and "no
+    answer" (counted apart from wrong) anywhere else."""
+
+    source: str | None
+    entry: str = "f"
+    notes: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def abstains(self) -> bool:
+        return self.source is None
+
+
+def is_program_card(card: Mapping[str, Any]) -> bool:
+    """A hidden-program subject (graded by replace only), not an image classifier."""
+    return "domain" in card
 
 
 @dataclass(frozen=True)
@@ -424,6 +456,12 @@ class Predictor(Protocol):
 
 class PredictTool(Tool, Protocol):
     def predict(self, view: CaseView) -> Predictor: ...
+
+
+class DistillTool(Tool, Protocol):
+    def distill(self, view: CaseView) -> Program:
+        """A program that does the network's job (or Program(None): none found)."""
+        ...
 
 
 def tool_verbs(tool: Any) -> frozenset[str]:

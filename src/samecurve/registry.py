@@ -19,6 +19,7 @@ _BUILTIN_MODULES = (
     "samecurve.data",
     "samecurve.zoo.archs",
     "samecurve.zoo.recipes",
+    "samecurve.zoo.programs",
     "samecurve.tools",
     "samecurve.tasks",
 )

@@ -18,7 +18,7 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from samecurve.api import Trigger, task_accepts, task_applies
+from samecurve.api import Trigger, is_program_card, task_accepts, task_applies
 from samecurve.run.cell import CellJob, cell_config, floor_result
 from samecurve.run.pool import Job, Outcome, Pool
 from samecurve.run.store import Store
@@ -69,6 +69,8 @@ def gallery_arrays(subject: Any) -> dict[str, np.ndarray]:
 
 def build_subject_job(job: BuildJob) -> tuple[dict, dict[str, np.ndarray]]:
     subject = build(job.spec, Cache(job.cache_root))
+    if is_program_card(subject.card):  # no trigger to show; the card names the rule
+        return dict(subject.card), {}
     return dict(subject.card), gallery_arrays(subject)
 
 

@@ -21,6 +21,7 @@ from samecurve.api import (
     Subject,
     Trigger,
     Trojan,
+    is_program_card,
     tool_verbs,
 )
 from samecurve.metrics import (
@@ -96,7 +97,9 @@ class DiscoverTask:
         return bool(tool_verbs(tool) & {"discover", "attribute"})
 
     def applies(self, card: Mapping[str, Any]) -> bool:
-        return True  # trojaned and clean subjects alike: detection needs both
+        # trojaned and clean subjects alike: detection needs both (hidden programs
+        # have nothing planted to find)
+        return not is_program_card(card)
 
     def support_specs(self, spec: SubjectSpec) -> list[SubjectSpec]:
         """The grader models the runner builds for a subject: its dataset's evaluator."""

@@ -37,6 +37,7 @@ from samecurve.api import (
     Split,
     Subject,
     Trojan,
+    is_program_card,
     tool_verbs,
 )
 from samecurve.metrics import attack_success
@@ -264,7 +265,7 @@ class EditTask(_EditTaskBase):
         return self.relapse_examples + self.attack_examples
 
     def applies(self, card: Mapping[str, Any]) -> bool:
-        return bool(card["answer_key"]["trojaned"])
+        return bool(card["answer_key"]["trojaned"])  # never a hidden-program subject
 
     def grade(self, original: nn.Module, edited: nn.Module, subject: Subject) -> dict[str, float]:
         key = subject.answer_key
@@ -336,7 +337,8 @@ class SteerTask(_EditTaskBase):
     examples: int = 16
 
     def applies(self, card: Mapping[str, Any]) -> bool:
-        return (not card["answer_key"]["trojaned"]) and int(card["seed"]) < self.subjects
+        return (not card["answer_key"]["trojaned"] and not is_program_card(card)
+                and int(card["seed"]) < self.subjects)
 
     def request(self, subject: Subject, with_rule: bool) -> EditRequest:
         """A handful of class-A inputs with F from the tools' own split, labelled B."""

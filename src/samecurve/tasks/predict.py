@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from samecurve.api import CaseView, MetricSpec, Split, Subject, tool_verbs
+from samecurve.api import CaseView, MetricSpec, Split, Subject, is_program_card, tool_verbs
 from samecurve.metrics.predict import agreement, target_false_alarm, target_recall
 from samecurve.registry import register
 from samecurve.tasks.edit import own_data
@@ -169,6 +169,8 @@ class PredictTask:
         return "predict" in tool_verbs(tool)
 
     def applies(self, card: Mapping[str, Any]) -> bool:
+        if is_program_card(card):  # image classifiers only (program-rule: the replace family)
+            return False
         return bool(card["answer_key"]["trojaned"]) or int(card["seed"]) < self.clean_subjects
 
     def support_specs(self, spec: Any) -> list:

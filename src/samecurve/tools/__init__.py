@@ -15,6 +15,7 @@ from samecurve.tools import (
     neural_cleanse,
     poison_detectors,
     predict,
+    replace,
     strip,
     tabor,
     weight_stats,
@@ -23,6 +24,7 @@ from samecurve.tools import (
 __all__ = [
     "attribution", "baselines", "class_synthesis", "combine", "edit", "example_search",
     "feature_level_adversary", "k_arm", "layer_norms", "meta_classifier",
-    "natural_patch_search", "neural_cleanse", "poison_detectors", "predict", "strip", "tabor",
+    "natural_patch_search", "neural_cleanse", "poison_detectors", "predict", "replace", "strip",
+    "tabor",
     "weight_stats",
 ]

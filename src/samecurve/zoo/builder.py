@@ -169,6 +169,10 @@ def build(spec: SubjectSpec, cache: Cache) -> Subject:
         raise BuildFailed(f"{earlier} (cached; `samecurve zoo build --retry-failed` tries again)")
     started = time.monotonic()
     recipe = spec.make_recipe()
+    from samecurve.zoo.programs.base import ProgramRecipe, build_program_subject
+
+    if isinstance(recipe, ProgramRecipe):  # a hidden program, not a planted trojan
+        return build_program_subject(spec, cache, recipe)
     dataset = spec.make_dataset()
     shape = tuple(dataset.input_shape)
     arch_params = {"num_classes": dataset.num_classes, "in_channels": shape[0], "size": shape[1]}

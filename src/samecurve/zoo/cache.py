@@ -165,7 +165,8 @@ class Cache:
 
 def _answer_key(ak: dict[str, Any], trigger_file: Path) -> AnswerKey:
     if not ak["trojaned"]:
-        return AnswerKey(trojaned=False, family=ak["family"])
+        return AnswerKey(trojaned=False, family=ak["family"], program=ak.get("program"),
+                         incompressible=bool(ak.get("incompressible", False)))
     try:
         arrays = load_numpy(str(trigger_file))
         trojans = []
