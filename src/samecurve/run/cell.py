@@ -26,7 +26,9 @@ from samecurve.api import (
     QueryOnly,
     ReferenceModel,
     Subject,
+    is_program_card,
 )
+from samecurve.programs.domain import Domain
 from samecurve.run.suite import TaskEntry, ToolEntry, make_task, make_tool
 from samecurve.zoo.cache import Cache
 from samecurve.zoo.seeding import derive
@@ -124,6 +126,7 @@ def build_view(job: CellJob, task: Any, tool: Any, subject: Subject, meter: Mete
         device=job.device,
         meter=meter,
         answer_key=subject.answer_key if "answer_key" in needs else None,
+        domain=Domain.from_dict(subject.card["domain"]) if is_program_card(subject.card) else None,
     )
 
 

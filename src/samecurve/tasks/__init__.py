@@ -1,5 +1,5 @@
 """Built-in tasks; importing this package registers them."""
 
-from samecurve.tasks import discover, edit, predict
+from samecurve.tasks import discover, edit, predict, replace
 
-__all__ = ["discover", "edit", "predict"]
+__all__ = ["discover", "edit", "predict", "replace"]

@@ -3,7 +3,9 @@ Oracle and null also edit: the oracle unlearns the true trigger (or teaches the
 true steer rule), null returns the model unchanged. The edit family's random
 control is `random-prune` (tools/edit/pruning.py). In the predict family the
 oracle's Predictor is the true trojans as rules over the surrogate, null's says
-each input's true label (what a model without flaws would do), random's guesses."""
+each input's true label (what a model without flaws would do), random's guesses.
+In the replace family the oracle returns the hidden program (and abstains on a
+random-table control), null abstains everywhere, random returns a seeded hash."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from samecurve.api import (
     CaseView,
     EditRequest,
     Finding,
+    Program,
     Split,
     Trigger,
     Trojan,
@@ -81,6 +84,12 @@ class Oracle(ToolBase):
                        time_left=lambda: view.time_left() - 0.1 * view.budget.seconds)
         return model
 
+    def distill(self, view: CaseView) -> Program:
+        """The hidden program itself; on a random-table control, "no short program"."""
+        key = view.answer_key
+        assert key is not None, "the runner gives the answer key to oracle tools only"
+        return Program(None) if key.incompressible or key.program is None else Program(key.program)
+
     def predict(self, view: CaseView) -> RulePredictor:
         """The ceiling of a trigger rule: every planted trojan (its true trigger, target
         and source) as a rule over the surrogate."""
@@ -124,6 +133,9 @@ class Null(ToolBase):
     def predict(self, view: CaseView) -> TrueLabel:
         return TrueLabel()
 
+    def distill(self, view: CaseView) -> Program:
+        return Program(None)
+
 
 @dataclass(frozen=True)
 class TrueLabel:
@@ -151,7 +163,7 @@ class Random(ToolBase):
     """Guesses from the case seed alone: every metric must put it at chance."""
 
     kind = "baseline"
-    answers = DISCOVER_ANSWERS | {"predict"}
+    answers = DISCOVER_ANSWERS | {"predict", "replace"}
     min_patch: int = 3
     max_patch: int = 8
 
@@ -175,3 +187,18 @@ class Random(ToolBase):
 
     def predict(self, view: CaseView) -> Guess:
         return Guess(view.num_classes, int(view.seed))
+
+    def distill(self, view: CaseView) -> Program:
+        """A seeded hash of the input: deterministic, and right 1/K of the time."""
+        rng = view.rng(2)
+        k1, k2, k3 = (int(v) for v in rng.integers(1, 2**20, size=3))
+        k = view.domain.num_outputs
+        mix = f"(({{}}) * 2654435761 + {k3}) // 65536 % {k}"
+        body = {
+            "grid": f"def f(a, b):\n    return {mix.format(f'a * {k1} + b * {k2}')}\n",
+            "sequence": "def f(xs):\n    return [" + mix.format(f"x * {k1} + i * {k2}")
+                        + " for i, x in enumerate(xs)]\n",
+            "image": "def f(img):\n    return "
+                     + mix.format(f"int(sum(sum(row) for row in img) * {k1}) + {k2}") + "\n",
+        }
+        return Program(body[view.domain.kind])

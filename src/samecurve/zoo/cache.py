@@ -155,7 +155,7 @@ class Cache:
             seed=int(card["seed"]),
             dataset=card["dataset"],
             arch=card["arch"],
-            num_classes=int(card["arch_params"]["num_classes"]),
+            num_classes=int(card.get("num_classes") or card["arch_params"]["num_classes"]),
             input_shape=tuple(card["input_shape"]),
             model=model,
             answer_key=key,

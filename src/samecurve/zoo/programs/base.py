@@ -149,6 +149,7 @@ def build_program_subject(spec: Any, cache: Any, recipe: ProgramRecipe) -> Subje
         "arch": trained.arch,
         "arch_params": dict(trained.arch_params),
         "input_shape": list(shape),
+        "num_classes": trained.domain.num_outputs,
         "domain": trained.domain.as_dict(),
         "clean_accuracy": float(trained.figures.get("heldout_accuracy", float("nan"))),
         **{k: float(v) for k, v in trained.figures.items()},
