@@ -32,7 +32,7 @@ def test_a_plain_function_passes_and_runs() -> None:
     ("print('hi')\ndef f(a, b):\n    return 0\n", "top-level expression"),
 ])
 def test_forbidden_constructs_are_refused_with_their_line(source: str, what: str) -> None:
-    with pytest.raises(ProgramRejected, match="line|no function") as err:
+    with pytest.raises(ProgramRejected, match=r"line|no function") as err:
         check_source(source)
     assert what in str(err.value)
 
