@@ -80,3 +80,37 @@ def test_compare_two_tools_on_the_same_subjects(tmp_path: Path, cache, populatio
     assert res.exit_code == 0 and "+1.000" in res.output and "n=3" in res.output
     bad = runner.invoke(app, ["compare", str(out), "oracle", "nul"])
     assert bad.exit_code == 2 and "no tool 'nul'" in bad.output
+
+
+def _exact_subject(tmp_path: Path):
+    import exact_programs  # noqa: F401 - registers the exact-rule recipe
+
+    from samecurve.zoo.builder import SubjectSpec, build
+    from samecurve.zoo.cache import Cache
+
+    cache = Cache(tmp_path / "cache")
+    return cache, build(SubjectSpec(recipe="exact-rule", seed=0), cache)
+
+
+def test_submit_scores_a_program_file_as_the_task_does(tmp_path: Path) -> None:
+    cache, subject = _exact_subject(tmp_path)
+    good = tmp_path / "mine.py"
+    good.write_text(subject.answer_key.program)
+    r = runner.invoke(app, ["submit", subject.id, str(good), "--cache", str(cache.root)])
+    assert r.exit_code == 0, r.output
+    assert "solved" in r.output and "1.0000" in r.output
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    ("import os\ndef f(a, b):\n    return 0\n", "Import is not allowed"),
+    ("def f(a, b):\n    while True:\n        pass\n", "ran past its 2 s limit"),
+])
+def test_submit_refuses_or_stops_a_bad_program_in_one_line(tmp_path: Path, source, message) -> None:
+    cache, subject = _exact_subject(tmp_path)
+    bad = tmp_path / "bad.py"
+    bad.write_text(source)
+    r = runner.invoke(app, ["submit", subject.id, str(bad), "--cache", str(cache.root),
+                            "--seconds", "2"])
+    assert r.exit_code == 2 and message in r.output, r.output
+    missing = runner.invoke(app, ["submit", "nope", str(bad), "--cache", str(cache.root)])
+    assert missing.exit_code == 2 and "no subject 'nope'" in missing.output

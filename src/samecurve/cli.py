@@ -321,6 +321,7 @@ def zoo_show(
     cache: Annotated[Path | None, typer.Option(help="subject cache")] = None,
 ) -> None:
     """Print a subject's card and write its example image (clean, triggered, footprint)."""
+    from samecurve.api import is_program_card
     from samecurve.zoo.cache import Cache, CorruptSubject
     from samecurve.zoo.population import write_example
 
@@ -329,11 +330,59 @@ def zoo_show(
         fail(f"no subject {subject_id!r} in {c.root}; list them with `samecurve zoo ls`")
     try:
         card = c.load_card(subject_id)
+        if is_program_card(card):  # nothing to draw: the card holds the hidden program
+            out.print_json(json.dumps(card))
+            return
         path = write_example(c, subject_id, image or Path(f"{subject_id}.png"))
     except CorruptSubject as exc:
         fail(str(exc))
     out.print_json(json.dumps(card))
     out.print(f"example image: [bold]{path}[/bold]")
+
+
+@app.command()
+def submit(
+    subject_id: Annotated[str, typer.Argument(help="a hidden-program subject id from `samecurve zoo ls`")],
+    program: Annotated[Path, typer.Argument(help="a .py file defining the function (restricted Python)")],
+    entry: Annotated[str, typer.Option(help="the function's name")] = "f",
+    cache: Annotated[Path | None, typer.Option(help="subject cache")] = None,
+    seconds: Annotated[float, typer.Option(help="time limit for running the program")] = 120.0,
+    memory_mb: Annotated[int, typer.Option(help="memory limit for running the program")] = 1024,
+) -> None:
+    """Score your own program against a hidden-program subject, exactly as the
+    replace task scores a distiller's (the sandbox checks and limits it)."""
+    from samecurve.api import Program, is_program_card
+    from samecurve.programs.sandbox import ProgramFailed
+    from samecurve.programs.source import ProgramRejected
+    from samecurve.tasks.replace import ReplaceTask
+    from samecurve.zoo.cache import Cache, CorruptSubject
+
+    c = Cache(cache) if cache else Cache()
+    if not c.has(subject_id):
+        fail(f"no subject {subject_id!r} in {c.root}; list them with `samecurve zoo ls`")
+    try:
+        source = program.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"cannot read program {program} ({exc}); give a UTF-8 .py file")
+    try:
+        subject = c.load(subject_id)
+        if not is_program_card(subject.card):
+            fail(f"subject {subject_id} is an image classifier with planted trojans, not a "
+                 "hidden-program subject; pick a grid-rule, image-rule, sequence-task or "
+                 "tracr subject")
+        metrics = ReplaceTask(program_seconds=seconds, memory_mb=memory_mb).grade(
+            Program(source, entry=entry), subject)
+    except (ProgramRejected, ProgramFailed, CorruptSubject) as exc:
+        fail(f"{program}: {exc}")
+    from rich.table import Table
+
+    table = Table(title=f"{program.name} on {subject_id} ({subject.card['family']})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in metrics.items():
+        if value == value:  # NaN: does not apply to this subject
+            table.add_row(name, f"{value:.4f}")
+    out.print(table)
 
 
 @app.command()
