@@ -2,7 +2,8 @@
 input model unchanged, no hooks left behind (even after an error), and the same
 answer twice under the same seed. Each tool runs in every task it implements
 (discover for detectors and attribution, edit for repairs, predict for
-predictors): an editor must also return a new model, never the one it was given."""
+predictors, replace for distillers, on a hidden-program subject): an editor must
+also return a new model, never the one it was given."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ FAST_TASKS = {
     "edit": {"heldout_examples": 128, "relapse_examples": 32, "relapse_steps": 2,
              "attack_examples": 32, "attack_steps": 2},
     "predict": {"heldout_examples": 60},
+    "replace": {"test_examples": 200, "clean_examples": 200, "train_examples": 200},
 }
 FAST = {
     **{n: EDIT_FAST for n in ("finetune", "fine-pruning", "attribution-reg", "adv-train", "lat",
@@ -49,6 +51,22 @@ FAST = {
 }
 
 
+@pytest.fixture(scope="module")
+def program_subject(cache):
+    """A grid hidden-program subject (no training: it computes its rule), in the
+    session cache, for the replace cases."""
+    import exact_programs  # noqa: F401 - registers the exact-rule recipe
+
+    from samecurve.zoo.builder import SubjectSpec, build
+
+    return build(SubjectSpec(recipe="exact-rule", seed=0), cache)
+
+
+def _subject_for(task_name: str, request) -> object:
+    name = "program_subject" if task_name == "replace" else "patch_subject"
+    return request.getfixturevalue(name)
+
+
 def _hooks(model: torch.nn.Module) -> int:
     return sum(
         len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
@@ -67,7 +85,7 @@ def _cases() -> list[tuple[str, str]]:
     out = []
     for name in TOOLS:
         tool = get("tool", name)(**FAST.get(name, {}))
-        for task in ("discover", "edit", "predict"):
+        for task in ("discover", "edit", "predict", "replace"):
             if task_accepts(make_task(TaskEntry(name=task)), tool):
                 out.append((name, task))
     return out
@@ -110,8 +128,9 @@ def test_constructor_takes_hyperparameters_only(name: str) -> None:
 
 
 @pytest.mark.parametrize(("name", "task_name"), CASES)
-def test_model_unchanged_no_hooks_and_deterministic(name, task_name, patch_subject, cache,
-                                                    population) -> None:
+def test_model_unchanged_no_hooks_and_deterministic(name, task_name, cache, population,
+                                                    request) -> None:
+    patch_subject = _subject_for(task_name, request)
     before = _state(patch_subject.model)
     outputs = []
     for _ in range(2):
@@ -135,8 +154,9 @@ def test_model_unchanged_no_hooks_and_deterministic(name, task_name, patch_subje
 
 
 @pytest.mark.parametrize(("name", "task_name"), CASES)
-def test_no_hooks_left_after_an_error(name, task_name, patch_subject, cache, population) -> None:
+def test_no_hooks_left_after_an_error(name, task_name, cache, population, request) -> None:
     """The tool is stopped by an exhausted query budget mid-run; it must still clean up."""
+    patch_subject = _subject_for(task_name, request)
     tool, task, view = _run(name, patch_subject, cache, population, Budget(seconds=60, queries=1),
                             task_name)
     inner = QueryOnly.unwrap(view.model)
