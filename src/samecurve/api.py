@@ -388,6 +388,12 @@ def is_program_card(card: Mapping[str, Any]) -> bool:
     return "domain" in card
 
 
+def card_classes(card: Mapping[str, Any]) -> int:
+    """How many labels a subject's model outputs (a program subject says so on its
+    card; a classifier's architecture parameters do)."""
+    return int(card.get("num_classes") or card["arch_params"]["num_classes"])
+
+
 @dataclass(frozen=True)
 class MetricSpec:
     """How one metric is read: its direction, the level it is computed at, and

@@ -163,3 +163,41 @@ def test_a_reference_that_missed_its_gate_is_left_out_not_loaded() -> None:
     jobs = _cell_jobs(suite, suite.subject_specs(), "cpu", Cache(), Store())
     assert len(jobs) == 2
     assert all(job.payload.references == (built.id,) for job in jobs)
+
+
+REPLACE_SUITE = """
+name: replace-tiny
+subjects:
+  - {recipe: exact-rule, count: 3}
+tasks: [{name: replace, params: {test_examples: 200}}, discover]
+tools: [oracle, "null", random]
+seeds: [0]
+budget: {seconds: 30}
+"""
+
+
+def test_a_replace_suite_runs_boards_and_reports_end_to_end(monkeypatch, tmp_path) -> None:
+    """Hidden-program subjects go through the same runner, store, boards and HTML as
+    trojaned ones; discover does not grade them (nothing is planted)."""
+    from conftest import use_plugin
+    from samecurve.report.build import write_report
+    from samecurve.run.aggregate import boards, load_run
+    from samecurve.zoo.cache import Cache
+
+    use_plugin(monkeypatch, "exact_programs")
+    store = run_suite(parse_suite(REPLACE_SUITE), tmp_path / "run", workers=0,
+                      cache=Cache(tmp_path / "cache"), progress=False)
+    with store:
+        assert len(store.cards()) == 3
+        run = load_run(store)
+    main = next(b for b in boards(run) if b.task == "replace" and b.family == "all")
+    assert not [b for b in boards(run) if b.task == "discover"]
+    rows = {r.tool: r for r in main.rows}
+    assert rows["oracle"].intervals["solved"].mean == 1.0
+    assert rows["oracle"].intervals["solved"].n == 2  # the control is not a rule subject
+    assert rows["null"].intervals["no_answer"].mean == 1.0
+    assert rows["random"].intervals["confident_wrong"].mean == 1.0
+    assert main.chance["fidelity_heldout"] == 0.5
+    path, _ = write_report(tmp_path / "run")
+    html = path.read_text()
+    assert "Replace · abandon the network for a program" in html and "Solved" in html

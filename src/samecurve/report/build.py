@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from samecurve import __version__
-from samecurve.api import MetricSpec
+from samecurve.api import MetricSpec, is_program_card
 from samecurve.registry import get
 from samecurve.report.html import count, fmt, render_report
 from samecurve.report.model import (
@@ -64,12 +64,23 @@ LABELS = {
     "agree_adversarial": "Agree: adversarial",
     "target_recall": "Target recall",
     "target_false_alarm": "Target false alarm",
+    "solved": "Solved",
+    "wrong": "Wrong",
+    "no_answer": "No answer",
+    "confident_wrong": "Confident-wrong (controls)",
+    "fidelity_train": "Fidelity: train",
+    "fidelity_heldout": "Fidelity: held-out",
+    "fidelity_ood": "Fidelity: OOD / longer",
+    "fidelity_errors": "Fidelity: network's errors",
+    "truth_agreement": "Agrees with hidden program",
+    "size_ratio": "Size / hidden program's",
 }
 TITLES = {
     "discover": "Discover · find the planted flaw",
     "edit": "Edit · remove a trojan",
     "steer": "Edit · steer one behaviour",
     "predict": "Predict · say what the model will do",
+    "replace": "Replace · abandon the network for a program",
 }
 MAIN_TASK = "discover"  # drawn first, with charts and the gallery, when the suite has it
 TABLE_METRICS = 5  # metric columns per terminal table, so a board fits a terminal
@@ -193,12 +204,13 @@ def _summary(run: RunData) -> dict[str, str]:
         facts[f"left out: {f['recipe']} seed {f['seed']}"] = f["error"][:300]
     for f, cards in sorted(fam.items()):
         acc = [c["clean_accuracy"] for c in cards]
-        text = f"{len(cards)} subjects, clean accuracy {np.mean(acc):.3f} ({min(acc):.3f}–{max(acc):.3f})"
+        what = "held-out accuracy on its rule" if is_program_card(cards[0]) else "clean accuracy"
+        text = f"{len(cards)} subjects, {what} {np.mean(acc):.3f} ({min(acc):.3f}–{max(acc):.3f})"
         gaps = twin_gaps(cards, fam.get("clean", [])) if f != "clean" else []
         if gaps:
             text += (f" ({100 * np.mean(gaps):+.1f} points vs clean twins of the same "
                      f"architecture; {100 * min(gaps):+.1f} to {100 * max(gaps):+.1f})")
-        asr = [c["attack_success"] for c in cards if c["attack_success"] is not None]
+        asr = [c["attack_success"] for c in cards if c.get("attack_success") is not None]
         if asr:
             text += f", attack success {np.mean(asr):.3f} ({min(asr):.3f}–{max(asr):.3f})"
         facts[f"subjects: {f}"] = text

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from samecurve.api import CellResult, MetricSpec, task_accepts, task_applies
+from samecurve.api import CellResult, MetricSpec, card_classes, task_accepts, task_applies
 from samecurve.run.cell import cell_config
 from samecurve.run.stats import (
     Interval,
@@ -222,7 +222,7 @@ def chance_levels(
     """Analytic chance where it exists; otherwise what the task's chance tool (`random`;
     `random-prune` for edits) measured."""
     labels = [int(run.cards[i]["answer_key"]["trojaned"]) for i in subjects]
-    k = int(next(iter(run.cards.values()))["arch_params"]["num_classes"]) if run.cards else 0
+    k = card_classes(run.cards[next(iter(subjects))]) if subjects else 0
     chance_tool = getattr(task, "chance_tool", "random")
     random_row = next((r for r in rows if r.tool == chance_tool), None)
     out = {}

@@ -21,7 +21,7 @@ from safetensors.torch import load_file as load_torch
 from safetensors.torch import save_file as save_torch
 from torch import nn
 
-from samecurve.api import AnswerKey, Subject, Trojan
+from samecurve.api import AnswerKey, Subject, Trojan, card_classes
 from samecurve.registry import get
 from samecurve.zoo.triggers import trigger_from_arrays
 
@@ -155,7 +155,7 @@ class Cache:
             seed=int(card["seed"]),
             dataset=card["dataset"],
             arch=card["arch"],
-            num_classes=int(card.get("num_classes") or card["arch_params"]["num_classes"]),
+            num_classes=card_classes(card),
             input_shape=tuple(card["input_shape"]),
             model=model,
             answer_key=key,

@@ -119,7 +119,10 @@ def build_program_subject(spec: Any, cache: Any, recipe: ProgramRecipe) -> Subje
         program = recipe.program(rule, np.random.default_rng(derive(eff, "program")))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive(eff, "init") % 2**63)
-            trained = recipe.train(program, eff)
+            try:
+                trained = recipe.train(program, eff)
+            except ImportError as exc:  # an optional extra (tracr): left out, not cached
+                raise BuildFailed(f"{spec.recipe} seed {spec.seed}: {exc}") from exc
         attempts.append({"attempt": attempt, **trained.figures})
         if trained.passed:
             break
