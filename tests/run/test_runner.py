@@ -201,3 +201,8 @@ def test_a_replace_suite_runs_boards_and_reports_end_to_end(monkeypatch, tmp_pat
     path, _ = write_report(tmp_path / "run")
     html = path.read_text()
     assert "Replace · abandon the network for a program" in html and "Solved" in html
+    # The recovered-programs table: the oracle solves each rule subject and abstains on
+    # the control; random's program is shown and is confident-wrong there.
+    assert 'id="programs"' in html
+    assert html.count(">solved · ×1.0<") == 2 and html.count(">right to abstain<") == 2
+    assert ">confident-wrong<" in html and "2654435761" in html

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from samecurve import __version__
-from samecurve.api import MetricSpec, is_program_card
+from samecurve.api import MetricSpec, is_program_card, task_accepts
 from samecurve.registry import get
 from samecurve.report.html import count, fmt, render_report
 from samecurve.report.model import (
@@ -23,6 +23,8 @@ from samecurve.report.model import (
     GalleryItem,
     Leaderboard,
     MetricColumn,
+    ProgramItem,
+    RecoveredProgram,
     ReportData,
     TaskSection,
     ToolOutput,
@@ -30,7 +32,8 @@ from samecurve.report.model import (
 )
 from samecurve.run.aggregate import Board, RunData, ToolSummary, boards, compare, load_run
 from samecurve.run.store import Store
-from samecurve.run.suite import make_task
+from samecurve.run.suite import make_task, make_tool
+from samecurve.tasks.replace import program_text
 
 REPORT_NAME = "report.html"
 LABELS = {
@@ -272,6 +275,51 @@ def _section(run: RunData, task_boards: Sequence[Board]) -> TaskSection:
     )
 
 
+def _outcome(cell: Any, control: bool) -> str:
+    if cell is None:
+        return "not run"
+    if cell.status != "ok":
+        return cell.status
+    if control:
+        return "confident-wrong" if cell.metrics.get("confident_wrong") == 1.0 else "right to abstain"
+    for name in ("solved", "wrong", "no_answer"):
+        if cell.metrics.get(name) == 1.0:
+            return name.replace("_", " ")
+    return "?"
+
+
+def _programs(run: RunData, task: str = "replace") -> list[ProgramItem]:
+    """Every hidden-program subject with each distiller's program and outcome."""
+    entry = next((e for e in run.suite.tasks if e.name == task), None)
+    if entry is None:
+        return []
+    replace_task = make_task(entry)
+    tools = [t for t in run.suite.tools if task_accepts(replace_task, make_tool(t))]
+    seed = run.suite.seeds[0]
+    items = []
+    cards = [c for c in run.cards.values() if is_program_card(c)]
+    for card in sorted(cards, key=lambda c: (c["family"], c["rule"], c["id"])):
+        control = bool(card["answer_key"]["incompressible"])
+        answers = []
+        for t in tools:
+            cell = next((c for c in run.cells.get((task, t.display), [])
+                         if c.key.subject == card["id"] and c.key.seed == seed), None)
+            metrics = cell.metrics if cell else {}
+            answers.append(RecoveredProgram(
+                tool=t.display, outcome=_outcome(cell, control),
+                size_ratio=float(metrics.get("size_ratio", float("nan"))),
+                fidelity=float(metrics.get("fidelity_heldout", float("nan"))),
+                source=program_text(cell.artifacts) if cell else None,
+            ))
+        items.append(ProgramItem(
+            subject=card["id"], family=card["family"], rule=card["rule"],
+            description=card["description"], network_accuracy=float(card["clean_accuracy"]),
+            hidden_source=card["answer_key"]["program"], hidden_size=int(card["program_size"]),
+            answers=answers,
+        ))
+    return items
+
+
 def report_data(run: RunData, all_boards: Sequence[Board]) -> ReportData:
     """Every task of the suite in suite order, discover first when present (it has the
     charts and the gallery); a task that grades no subject has no boards and no section."""
@@ -289,6 +337,7 @@ def report_data(run: RunData, all_boards: Sequence[Board]) -> ReportData:
         summary={**_summary(run), **leakage_lines(all_boards)},
         tasks=sections,
         gallery=_gallery(run, MAIN_TASK) if has_main else [],
+        programs=_programs(run),
     )
 
 

@@ -118,6 +118,31 @@ class TaskSection:
     comparisons: Sequence[Comparison]
 
 
+@dataclass(frozen=True)
+class RecoveredProgram:
+    """One tool's answer on one hidden-program subject."""
+
+    tool: str
+    outcome: str  # solved | wrong | no answer | right to abstain | confident-wrong | error
+    size_ratio: float
+    fidelity: float  # held-out
+    source: str | None
+
+
+@dataclass(frozen=True)
+class ProgramItem:
+    """A hidden-program subject: its rule, its hidden program and every tool's answer."""
+
+    subject: str
+    family: str
+    rule: str
+    description: str
+    network_accuracy: float
+    hidden_source: str
+    hidden_size: int
+    answers: Sequence[RecoveredProgram]
+
+
 @dataclass(frozen=True, eq=False)
 class ReportData:
     """Everything one report shows; rows are already ordered by the caller. The first
@@ -129,3 +154,4 @@ class ReportData:
     summary: Mapping[str, str]
     tasks: Sequence[TaskSection]
     gallery: Sequence[GalleryItem] = ()
+    programs: Sequence[ProgramItem] = ()  # the replace task's subjects, if it ran

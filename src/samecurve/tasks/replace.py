@@ -136,7 +136,7 @@ class ReplaceTask:
         if not isinstance(program, Program):
             raise NotAProgram(f"{tool.name}.distill returned {type(program).__name__}, not a "
                               "samecurve.api.Program")
-        return self.grade(program, subject), {}
+        return self.grade(program, subject), program_artifacts(program)
 
     def grade(self, program: Program, subject: Subject) -> dict[str, float]:
         """Every metric of one program on one subject (the sandbox refuses or stops
@@ -195,6 +195,19 @@ class ReplaceTask:
         if (metric.startswith("fidelity") or metric == "truth_agreement") and num_classes:
             return 1.0 / num_classes
         return NAN
+
+
+def program_artifacts(program: Program) -> dict[str, np.ndarray]:
+    """The program's source, kept with its row so the report can show it."""
+    if program.source is None:
+        return {}
+    return {"program_source": np.frombuffer(program.source.encode(), dtype=np.uint8).copy()}
+
+
+def program_text(artifacts: Mapping[str, np.ndarray]) -> str | None:
+    """The source stored by program_artifacts (None: the tool abstained)."""
+    raw = artifacts.get("program_source")
+    return None if raw is None else bytes(np.asarray(raw, np.uint8)).decode()
 
 
 @lru_cache(maxsize=32)
