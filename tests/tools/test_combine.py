@@ -146,3 +146,32 @@ def test_prior_pixel_cost_by_hand() -> None:
     assert cost.tolist() == [[[0.25, 0.625], [1.0, 1.0]]]
     assert prior_pixel_cost(SimpleNamespace(input_shape=(3, 2, 2), device="cpu", prior=None),
                             0.75).tolist() == [[[1.0, 1.0], [1.0, 1.0]]]
+
+
+def test_a_distilling_ensemble_keeps_the_most_faithful_program(tmp_path) -> None:
+    """A portfolio of distillers: the oracle's program beats random's hash on the
+    network's own labels; a lone answer is kept; detectors make no distiller."""
+    import exact_programs  # noqa: F401 - registers the exact-rule recipe
+
+    from samecurve.api import Budget, tool_verbs
+    from samecurve.run.cell import CellJob, execute
+    from samecurve.run.suite import TaskEntry, ToolEntry
+    from samecurve.tools.combine import Ensemble
+    from samecurve.zoo.builder import SubjectSpec, build
+    from samecurve.zoo.cache import Cache
+
+    cache = Cache(tmp_path)
+    subject = build(SubjectSpec(recipe="exact-rule", seed=0), cache)
+
+    def cell(members):
+        job = CellJob(TaskEntry(name="replace", params={"test_examples": 200}),
+                      ToolEntry(name="ensemble", params={"members": members}), subject.id, 0,
+                      Budget(seconds=60), "cpu", str(cache.root))
+        return execute(job)
+
+    both = cell(["random", "oracle"])
+    assert both.status == "ok", both.error
+    assert both.metrics["solved"] == 1.0
+    lone = cell(["null", "random"]).metrics
+    assert lone["wrong"] == 1.0 and lone["no_answer"] == 0.0
+    assert "distill" not in tool_verbs(Ensemble(members=("strip", "activation-clustering")))

@@ -17,7 +17,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from samecurve.api import CaseView, Finding, Trigger, tool_verbs
+from samecurve.api import CaseView, Finding, Program, Trigger, tool_verbs
+from samecurve.programs.domain import query
+from samecurve.programs.sandbox import ProgramFailed, run_program
+from samecurve.programs.source import ProgramRejected, program_size
 from samecurve.registry import get, register
 from samecurve.tools.anomaly import high_side_anomaly, index_to_probability
 from samecurve.tools.base import ToolBase, clean_inputs
@@ -72,7 +75,9 @@ def blind_to_all(tools: Sequence[Any]) -> frozenset[str]:
 class Ensemble(ToolBase):
     """Mean trojan probability of the members that answer it, a Borda count of their
     suspected targets, the first member's recovered trigger, and the mean of their
-    attribution maps (each scaled to a maximum of 1). Needs and answers are the
+    attribution maps (each scaled to a maximum of 1). Distillers form a portfolio:
+    each member's program is checked against the network on fresh inputs and the
+    most faithful (then the shortest) is kept. Needs, answers and verbs are the
     union of the members'."""
 
     kind = "combination"
@@ -85,11 +90,33 @@ class Ensemble(ToolBase):
         # Per instance: what the case must provide and what is graded depend on the members.
         object.__setattr__(self, "needs", frozenset().union(*(t.needs for t in tools)))
         object.__setattr__(self, "answers", frozenset().union(*(t.answers for t in tools)))
+        object.__setattr__(self, "verbs", frozenset().union(*(tool_verbs(t) for t in tools)))
         object.__setattr__(self, "blind_to", blind_to_all(tools))
         object.__setattr__(self, "_tools", tools)
 
     def params(self) -> dict[str, Any]:
         return {"members": list(self.members)}
+
+    def distill(self, view: CaseView) -> Program:
+        """The member program that agrees most with the network on fresh inputs."""
+        programs = [t.distill(view) for t in self._tools if "distill" in tool_verbs(t)]
+        answered = [p for p in programs if not p.abstains]
+        if not answered:
+            return Program(None, notes={"members_answering": 0.0})
+        checks = portfolio_inputs(view)
+        scored = []
+        for i, p in enumerate(answered):
+            try:
+                fid = float(np.mean([np.mean(run_program(p, view.domain, x).values == y)
+                                     for x, y in checks])) if checks else 0.0
+            except (ProgramRejected, ProgramFailed):
+                continue
+            scored.append((-fid, program_size(p.source or ""), i, p))
+        if not scored:
+            return Program(None, notes={"members_answering": float(len(answered))})
+        fid, _, _, best = min(scored, key=lambda s: s[:3])
+        return Program(best.source, best.entry, {**best.notes, "portfolio_fidelity": -fid,
+                                                 "members_answering": float(len(answered))})
 
     def discover(self, view: CaseView) -> Finding:
         found = [t.discover(view) for t in self._tools if hasattr(t, "discover")]
@@ -113,6 +140,19 @@ class Ensemble(ToolBase):
                     peak = m.reshape(len(m), -1).max(1).reshape(-1, *([1] * (m.ndim - 1)))
                     maps.append(m / np.maximum(peak, 1e-12))
         return np.mean(maps, axis=0) if maps else None
+
+
+def portfolio_inputs(view: CaseView, n: int = 1000) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Fresh inputs (and longer sequences) with the network's labels, to tell the
+    members' programs apart; images come from the case's clean data, if any."""
+    d, rng = view.domain, view.rng(11)
+    if d.kind == "image":
+        xs = [view.clean.x.numpy()[:n]] if view.clean is not None else []
+    elif d.kind == "grid":
+        xs = [d.sample(n, rng)]
+    else:
+        xs = [d.sample(n, rng, d.lengths[1]), d.sample(n // 4, rng, d.long_lengths[1])]
+    return [(x, query(view.model, d, x, view.device)) for x in xs]
 
 
 def _member_tools(names: tuple[str, ...], what: str) -> tuple[Any, ...]:
