@@ -43,48 +43,61 @@ def ask(view: CaseView, inputs: np.ndarray) -> np.ndarray:
     return query(view.model, view.domain, inputs, view.device)
 
 
+Asker = Callable[[CaseView, np.ndarray], tuple[np.ndarray, np.ndarray | None]]
+
+
+def labels_only(view: CaseView, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The default asker: the network's labels, no representation."""
+    return ask(view, inputs), None
+
+
 @dataclass(frozen=True, eq=False)
 class Queried:
     """Inputs the network answered, split into a part to fit on and a part held
     back to estimate the program's agreement. Sequences come as groups of one
-    length each (a list of (n, L) arrays); grid and image inputs as one group."""
+    length each (a list of (n, L) arrays); grid and image inputs as one group.
+    `fit_r` holds the representation read while asking, if the asker read one."""
 
     fit_x: list[np.ndarray]
     fit_y: list[np.ndarray]
     held_x: list[np.ndarray]
     held_y: list[np.ndarray]
+    fit_r: list[np.ndarray] = field(default_factory=list)
 
     @property
     def n(self) -> int:
         return sum(len(x) for x in self.fit_x + self.held_x)
 
 
-def _split(groups: list[tuple[np.ndarray, np.ndarray]], rng: np.random.Generator,
-           held_fraction: float) -> Queried:
-    fx, fy, hx, hy = [], [], [], []
-    for x, y in groups:
+def _split(groups: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
+           rng: np.random.Generator, held_fraction: float) -> Queried:
+    fx, fy, hx, hy, fr = [], [], [], [], []
+    for x, y, r in groups:
         order = rng.permutation(len(x))
         cut = len(x) - max(1, round(len(x) * held_fraction)) if len(x) > 1 else len(x)
         fx.append(x[order[:cut]])
         fy.append(y[order[:cut]])
+        if r is not None:
+            fr.append(r[order[:cut]])
         if cut < len(x):
             hx.append(x[order[cut:]])
             hy.append(y[order[cut:]])
-    return Queried(fx, fy, hx, hy)
+    return Queried(fx, fy, hx, hy, fr)
 
 
-def query_grid(view: CaseView, n: int, rng: np.random.Generator,
-               held_fraction: float = 0.2) -> Queried:
+def query_grid(view: CaseView, n: int, rng: np.random.Generator, held_fraction: float = 0.2,
+               asker: Asker = labels_only) -> Queried:
     """`n` distinct grid cells (all of them if n covers the grid), answered."""
     d = view.domain
     cells = d.vocab * d.vocab
     pick = rng.permutation(cells)[: min(n, cells)]
     x = np.stack([pick // d.vocab, pick % d.vocab], 1).astype(np.int64)
-    return _split([(x, ask(view, x))], rng, held_fraction)
+    return _split([(x, *asker(view, x))], rng, held_fraction)
 
 
 def query_sequences(view: CaseView, n: int, rng: np.random.Generator,
-                    held_fraction: float = 0.2, long_fraction: float = 0.25) -> Queried:
+                    held_fraction: float = 0.2, asker: Asker = labels_only,
+                    long_fraction: float = 0.25) -> Queried:
     """`n` random sequences: most at training lengths, `long_fraction` at the
     domain's long lengths (so a program that only fits short inputs is caught)."""
     d = view.domain
@@ -94,10 +107,10 @@ def query_sequences(view: CaseView, n: int, rng: np.random.Generator,
     lengths = list(rng.integers(lo, hi + 1, size=n - n_long))
     lengths += list(rng.integers(max(llo, hi + 1), lhi + 1, size=n_long)) if n_long else []
     groups = []
-    for length in sorted(set(int(v) for v in lengths)):
+    for length in sorted({int(v) for v in lengths}):
         k = sum(1 for v in lengths if v == length)
         x = d.sample(k, rng, length=length)
-        groups.append((x, ask(view, x)))
+        groups.append((x, *asker(view, x)))
     return _split(groups, rng, held_fraction)
 
 
@@ -110,22 +123,23 @@ def image_inputs(view: CaseView) -> np.ndarray:
     return np.round(x, 4).astype(np.float64)
 
 
-def query_images(view: CaseView, n: int, rng: np.random.Generator,
-                 held_fraction: float = 0.2) -> Queried:
+def query_images(view: CaseView, n: int, rng: np.random.Generator, held_fraction: float = 0.2,
+                 asker: Asker = labels_only) -> Queried:
     imgs = image_inputs(view)
     imgs = imgs[rng.permutation(len(imgs))[:n]]
-    return _split([(imgs, ask(view, imgs))], rng, held_fraction)
+    return _split([(imgs, *asker(view, imgs))], rng, held_fraction)
 
 
-def query_domain(view: CaseView, n: int, rng: np.random.Generator,
-                 held_fraction: float = 0.2) -> Queried:
-    """Query `n` inputs of the view's domain kind."""
+def query_domain(view: CaseView, n: int, rng: np.random.Generator, held_fraction: float = 0.2,
+                 asker: Asker = labels_only) -> Queried:
+    """Query `n` inputs of the view's domain kind (through `asker`, which may also
+    read a representation)."""
     kind = view.domain.kind
     if kind == "grid":
-        return query_grid(view, n, rng, held_fraction)
+        return query_grid(view, n, rng, held_fraction, asker)
     if kind == "sequence":
-        return query_sequences(view, n, rng, held_fraction)
-    return query_images(view, n, rng, held_fraction)
+        return query_sequences(view, n, rng, held_fraction, asker)
+    return query_images(view, n, rng, held_fraction, asker)
 
 
 def agreement(source: str, domain: Domain, xs: Sequence[np.ndarray], ys: Sequence[np.ndarray],
