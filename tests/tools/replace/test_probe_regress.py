@@ -69,11 +69,13 @@ def top_heavier(img) -> int:
     return int(sum(map(sum, img[:half])) > sum(map(sum, img[half:])))
 
 
-@pytest.mark.parametrize("kind", ["grid", "sequence", "image"])
+@pytest.mark.parametrize("kind", ["grid", "circle", "sequence", "image"])
 def test_rules_come_back_through_a_one_hot_readout(kind: str) -> None:
     clean = None
     if kind == "grid":
         domain, rule = GRID, (lambda a, b: int((a + b) % 113 < 40))
+    elif kind == "circle":  # read by rank: the one-hot holds the threshold, not the square
+        domain, rule = GRID, (lambda a, b: int((a - 60) ** 2 + (b - 50) ** 2 < 900))
     elif kind == "sequence":
         domain = Domain("sequence", 2, 2, lengths=(1, 8), long_lengths=(16, 24))
         rule = running_parity

@@ -381,7 +381,7 @@ class Expr:
 
 def grid_constants(inputs: np.ndarray, labels: np.ndarray | None, vocab: int) -> dict[str, list[int]]:
     """Small constants, the modulus, its half, and centres proposed by the data
-    (the mean of a and of b over each label, +-1): a circle's centre is a
+    (the mean of a and of b over each label, +-1, over the 1s +-2): a circle's centre is a
     constant no blind enumeration would reach cheaply."""
     base = sorted({1, 2, 3, vocab // 2, vocab} - {0})
     centres: dict[str, set[int]] = {"a": {vocab // 2}, "b": {vocab // 2}}
@@ -390,8 +390,8 @@ def grid_constants(inputs: np.ndarray, labels: np.ndarray | None, vocab: int) ->
             for lab in (0, 1):
                 sel = inputs[labels == lab, j]
                 if 0 < len(sel) < len(labels):
-                    m = round(float(sel.mean()))
-                    centres[name] |= {m - 1, m, m + 1}
+                    m, r = round(float(sel.mean())), 1 + lab  # the 1s' mean: +-2
+                    centres[name] |= set(range(m - r, m + r + 1))
     return {"base": base, "a": sorted(centres["a"]), "b": sorted(centres["b"])}
 
 

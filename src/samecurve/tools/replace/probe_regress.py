@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.stats import rankdata
 from sklearn.linear_model import Ridge
 from torch import nn
 
@@ -103,26 +104,44 @@ class Readable:
 
 def _ranked(rep: np.ndarray, items: list, values: list[np.ndarray], seed: int,
             chunk: int = 2000) -> list[tuple[float, int]]:
+    """Candidates by readability, best first: the better of the probe's R^2 for
+    the values and for their ranks (a threshold rule depends only on the order, and
+    a representation may hold a monotone transform of the variable, such as a
+    distance where the rule thresholds its square)."""
     scores: list[tuple[float, int]] = []
     for i in range(0, len(values), chunk):
         block = np.stack(values[i : i + chunk], 1)
-        for j, s in enumerate(readability(rep, block, seed=seed)):
+        raw = readability(rep, block, seed=seed)
+        ranks = readability(rep, rankdata(block, axis=0), seed=seed)
+        for j, s in enumerate(np.maximum(raw, ranks)):
             scores.append((float(s), i + j))
     scores.sort(key=lambda t: (-t[0], t[1]))
     return scores
 
 
-def probe_grid(q: Queried, domain: Domain, keep: int, max_size: int, seed: int,
+def shortlist(scores: list[tuple[float, int]], keep: int, margin: float,
+              most: int = 200) -> list[tuple[float, int]]:
+    """The `keep` best read, and every other candidate the probe cannot tell from
+    the best (within `margin` of its R^2), up to `most`: on a saturated
+    representation near-equivalent variables score within noise of each other."""
+    if not scores:
+        return []
+    floor = scores[0][0] - margin
+    n = max(keep, sum(1 for s, _ in scores if s >= floor))
+    return scores[: min(n, most)]
+
+
+def probe_grid(q: Queried, domain: Domain, keep: int, margin: float, max_size: int, seed: int,
                deadline: float | None) -> tuple[list[Readable], Candidate]:
     x, y, rep = q.fit_x[0], q.fit_y[0], q.fit_r[0]
     exprs = list(grid_expressions(x, domain.vocab, y, max_size=max_size, deadline=deadline))
-    ranked = _ranked(rep, exprs, [e.values for e in exprs], seed)[:keep]
+    ranked = shortlist(_ranked(rep, exprs, [e.values for e in exprs], seed), keep, margin)
     top: list[Expr] = [exprs[i] for _, i in ranked]
     best = search_grid(x, y, domain, exprs=top, deadline=deadline)
     return [Readable(exprs[i].code, s) for s, i in ranked], best
 
 
-def probe_sequence(q: Queried, domain: Domain, keep: int, seed: int,
+def probe_sequence(q: Queried, domain: Domain, keep: int, margin: float, seed: int,
                    deadline: float | None) -> tuple[list[Readable], Candidate]:
     rep = np.concatenate([r.reshape(-1, r.shape[-1]) for r in q.fit_r])
     scans = scan_grammar(domain.vocab)
@@ -132,7 +151,7 @@ def probe_sequence(q: Queried, domain: Domain, keep: int, seed: int,
             if name in ("s", "p"):  # the state itself is the variable a probe looks for
                 items.append((scan, name))
                 values.append(v)
-    ranked = _ranked(rep, items, values, seed)[:keep]
+    ranked = shortlist(_ranked(rep, items, values, seed), keep, margin)
     chosen = []
     for _, i in ranked:
         if items[i][0] not in chosen:
@@ -142,10 +161,11 @@ def probe_sequence(q: Queried, domain: Domain, keep: int, seed: int,
     return names, best
 
 
-def probe_image(q: Queried, domain: Domain, keep: int, seed: int,
+def probe_image(q: Queried, domain: Domain, keep: int, margin: float, seed: int,
                 deadline: float | None) -> tuple[list[Readable], Candidate]:
     feats = image_features(q.fit_x[0])
-    ranked = _ranked(q.fit_r[0], feats, [f.values for f in feats], seed)[:keep]
+    ranked = shortlist(_ranked(q.fit_r[0], feats, [f.values for f in feats], seed), keep,
+                       margin)
     top: list[Feature] = [feats[i] for _, i in ranked]
     best = search_image(q.fit_x[0], q.fit_y[0], domain, features=top, deadline=deadline)
     return [Readable(feats[i].name, s) for s, i in ranked], best
@@ -166,7 +186,8 @@ class ProbeAndRegress(ToolBase):
     answers = frozenset({"replace"})
 
     queries: int = 4000
-    keep: int = 12  # readable variables the regression may use
+    keep: int = 12  # readable variables the regression may use (at least)
+    margin: float = 0.03  # and any read within this R^2 of the best (up to 200)
     max_size: int = 5
     abstain_below: float = 0.9
     reserve_seconds: float = 10.0
@@ -177,11 +198,12 @@ class ProbeAndRegress(ToolBase):
         deadline = time.monotonic() + max(1.0, view.time_left() - self.reserve_seconds)
         d, seed = view.domain, int(view.seed)
         if d.kind == "grid":
-            ranked, best = probe_grid(q, d, self.keep, self.max_size, seed, deadline)
+            ranked, best = probe_grid(q, d, self.keep, self.margin, self.max_size, seed,
+                                      deadline)
         elif d.kind == "sequence":
-            ranked, best = probe_sequence(q, d, self.keep, seed, deadline)
+            ranked, best = probe_sequence(q, d, self.keep, self.margin, seed, deadline)
         else:
-            ranked, best = probe_image(q, d, self.keep, seed, deadline)
+            ranked, best = probe_image(q, d, self.keep, self.margin, seed, deadline)
         return ranked, best, q
 
     def distill(self, view: CaseView) -> Program:
