@@ -200,8 +200,8 @@ def fit(model: nn.Module, x: np.ndarray, y: np.ndarray, x_held: np.ndarray, y_he
     """Adam on per-position cross-entropy; stops early at `stop_accuracy` held-out
     (checked every `check_every` steps, after at least `min_steps`: a network
     stopped the moment it fits holds its states less crisply and generalises
-    less far) or at the time limit. With a step down of the learning rate once held-out accuracy passes 0.95, which
-    settles the last few positions. Returns (steps, seconds)."""
+    less far) or at the time limit. The learning rate steps down once held-out
+    accuracy passes 0.95, which settles the last few positions. Returns (steps, seconds)."""
     started = time.monotonic()
     rng = np.random.default_rng(derive(seed, "order"))
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
