@@ -159,3 +159,26 @@ def test_minimise_merges_equivalent_states() -> None:
     auto = minimise(m)
     assert auto.n == 2
     assert auto.output[0] == 0 and auto.table[0] == (0, 1) and auto.table[1] == (1, 0)
+
+
+class _FixedContext(RuleNetwork):
+    """A network that, like a tracr-compiled one, refuses sequences past its context."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] > self.domain.long_lengths[1]:
+            raise ValueError(f"reads at most {self.domain.long_lengths[1]} tokens")
+        return super().forward(x)
+
+
+def test_never_queries_past_a_fixed_context() -> None:
+    """Filling unseen transitions extends prefixes by one token: never past the
+    longest sequence the domain accepts (tracr subjects crashed it before)."""
+    # A running sum of 0..2 tokens: sums of 11 are first reached at the sixth and
+    # last position, so their transitions are unseen and must be filled.
+    domain = Domain("sequence", num_outputs=13, vocab=3, lengths=(1, 6), long_lengths=(6, 6))
+    rule = trusted_function("def f(xs):\n    out = []\n    s = 0\n    for x in xs:\n"
+                            "        s = s + x\n        out.append(s)\n    return out\n")
+    net = _FixedContext(rule, domain)
+    program = StateMachine(samples=200, verify_samples=100).distill(
+        program_view(net, domain, white_box=True))
+    assert program.source is not None, program.notes

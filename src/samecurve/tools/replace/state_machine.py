@@ -150,6 +150,12 @@ class StateMachine(ToolBase):
         if not missing or _room(view, len(missing)) < len(missing):
             return m
         prefixes = m.prefixes(fit.x)
+        # A network with a fixed context (tracr's) reads no longer sequence than its
+        # domain's longest: a state first reached at that length cannot be extended.
+        room = max(view.domain.lengths[1], view.domain.long_lengths[1])
+        missing = [(s, v) for s, v in missing if len(prefixes[s]) < room]
+        if not missing:
+            return m
         longest = max(len(prefixes[s]) for s, _ in missing) + 1
         xs = np.zeros((len(missing), longest), np.int64)
         at = []
