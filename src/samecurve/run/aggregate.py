@@ -13,7 +13,14 @@ from typing import Any
 import numpy as np
 import yaml
 
-from samecurve.api import CellResult, MetricSpec, card_classes, task_accepts, task_applies
+from samecurve.api import (
+    CellResult,
+    MetricSpec,
+    card_classes,
+    is_program_card,
+    task_accepts,
+    task_applies,
+)
 from samecurve.run.cell import cell_config
 from samecurve.run.stats import (
     Interval,
@@ -162,13 +169,15 @@ def boards(run: RunData) -> list[Board]:
     subjects on boards of their own; with several datasets (tracks), one per
     dataset and family."""
     out: list[Board] = []
-    tracks = len({c["dataset"] for c in run.cards.values()}) > 1
+    # Tracks are the image datasets; hidden-program families are boards of their own.
+    image_sets = {c["dataset"] for c in run.cards.values() if not is_program_card(c)}
+    tracks = len(image_sets) > 1
     slices: list[tuple[str, set[str], str | None]] = [("all", set(run.cards), None)]
     groups: dict[str, set[str]] = defaultdict(set)
     for i, c in run.cards.items():
         groups[family_label(c, tracks)].add(i)
     if tracks:
-        for d in sorted({c["dataset"] for c in run.cards.values()}):
+        for d in sorted(image_sets):
             slices.append(
                 (f"all · {d}", {i for i, c in run.cards.items() if c["dataset"] == d}, None)
             )
@@ -211,6 +220,8 @@ def family_label(card: dict, tracks: bool) -> str:
     vocabulary (so tuned-on and never-seen triggers are read apart), the dataset
     when a run has several."""
     label = card["family"]
+    if is_program_card(card):
+        return label
     if card.get("recipe_params", {}).get("heldout"):
         label += " · heldout"
     return f"{label} · {card['dataset']}" if tracks else label
