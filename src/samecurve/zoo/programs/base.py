@@ -128,10 +128,11 @@ def build_program_subject(spec: Any, cache: Any, recipe: ProgramRecipe) -> Subje
             break
     else:
         figures = ", ".join(
-            f"{a.get('heldout_accuracy', float('nan')):.1%}" for a in attempts
+            f"{a.get('train_accuracy', float('nan')):.1%}/{a.get('heldout_accuracy', float('nan')):.1%}"
+            for a in attempts
         )
         reason = (f"{spec.recipe} rule {rule} seed {spec.seed}: no attempt of "
-                  f"{recipe.max_attempts} reached the accuracy gate (held-out {figures}); "
+                  f"{recipe.max_attempts} reached the accuracy gate (train/held-out {figures}); "
                   "train longer or pick another rule")
         cache.save_failure(spec.id, reason)
         raise BuildFailed(reason)
