@@ -56,3 +56,12 @@ def program_view(model: nn.Module, domain: Domain, *, clean: np.ndarray | None =
         input_shape=(1,), clean=split, train_sample=None, references=(), budget=meter.budget,
         seed=seed, device="cpu", meter=meter, domain=domain,
     )
+
+
+def running_parity(xs: list[int]) -> list[int]:
+    """The running parity of a bit sequence (a rule several distiller tests recover)."""
+    s, out = 0, []
+    for x in xs:
+        s ^= x
+        out.append(s)
+    return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from program_cases import RuleNetwork, program_view
+from program_cases import RuleNetwork, program_view, running_parity
 
 from samecurve.data.digits import Digits
 from samecurve.programs.domain import Domain
@@ -22,14 +22,6 @@ GRID_RULES = {
     "product-parity": lambda a, b: a * b % 2,
     "circle": lambda a, b: int((a - 60) ** 2 + (b - 50) ** 2 < 900),
 }
-
-
-def running_parity(xs):
-    s, out = 0, []
-    for x in xs:
-        s ^= x
-        out.append(s)
-    return out
 
 
 def running_sum_mod3(xs):

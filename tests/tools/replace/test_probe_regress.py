@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from program_cases import RuleNetwork, program_view
+from program_cases import RuleNetwork, program_view, running_parity
 from torch import nn
 
 from samecurve.api import Program
@@ -54,14 +54,6 @@ def test_the_probe_picks_the_variable_the_network_computes() -> None:
     truth = (cells.sum(1) % 113 < 40).astype(int)
     assert (run_program(Program(best.source), GRID, cells).values == truth).all()
     assert not model.readout._forward_pre_hooks
-
-
-def running_parity(xs):
-    s, out = 0, []
-    for x in xs:
-        s ^= x
-        out.append(s)
-    return out
 
 
 def top_heavier(img) -> int:

@@ -128,7 +128,7 @@ class SequenceTask(ProgramRecipe):
         self.pool, self.batch, self.lr = int(pool), int(batch), float(lr)
 
     def params(self) -> dict[str, Any]:
-        return {"rules": list(self.rules), "time_limit": self.time_limit, "gate": self.gate,
+        return {**super().params(), "time_limit": self.time_limit, "gate": self.gate,
                 "stop_accuracy": self.stop_accuracy, "pool": self.pool, "batch": self.batch,
                 "lr": self.lr}
 

@@ -308,7 +308,7 @@ class TracrRecipe(ProgramRecipe):
         self.vocab, self.max_len, self.check_examples = int(vocab), int(max_len), int(check_examples)
 
     def params(self) -> dict[str, Any]:
-        return {"rules": list(self.rules), "vocab": self.vocab, "max_len": self.max_len,
+        return {**super().params(), "vocab": self.vocab, "max_len": self.max_len,
                 "check_examples": self.check_examples}
 
     @classmethod
