@@ -134,6 +134,12 @@ def test_references_share_the_subjects_data_and_never_include_it() -> None:
     pool = [scenes_a, scenes_b, digits]
     assert _references_for(scenes_a, pool) == (scenes_b.id,)
     assert _references_for(digits, pool) == ()
+    # A hidden-program network is on the suite's default dataset too, but it reads
+    # tokens: never a reference, and it has none (meta-classifier fed it images).
+    program = parse_suite(tiny_suite_text(
+        '["oracle"]', "[{recipe: sequence-task, count: 1}]")).subject_specs()[0]
+    assert _references_for(scenes_a, [*pool, program]) == (scenes_b.id,)
+    assert _references_for(program, [*pool, program]) == ()
 
 
 

@@ -216,10 +216,14 @@ def _support_specs(suite: Suite, specs: list[SubjectSpec]) -> list[SubjectSpec]:
 
 def _references_for(spec: SubjectSpec, pool: list[SubjectSpec]) -> tuple[str, ...]:
     """The labelled models a subject's tools may learn from: those of the pool on the
-    same data (a digits model cannot answer scene queries), never the subject itself."""
+    same data (a digits model cannot answer scene queries), never the subject itself,
+    never a hidden-program network (it reads tokens or rules, not the track's images)."""
+    if spec.hidden_program:
+        return ()
     return tuple(
         r.id for r in pool
-        if r.id != spec.id and (r.dataset, dict(r.dataset_params)) == (spec.dataset, dict(spec.dataset_params))
+        if r.id != spec.id and not r.hidden_program
+        and (r.dataset, dict(r.dataset_params)) == (spec.dataset, dict(spec.dataset_params))
     )
 
 

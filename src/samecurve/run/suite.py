@@ -144,7 +144,8 @@ class Suite(Strict):
         """What reference-learning tools learn from: the reference group's subjects,
         or (leave one out) the graded subjects themselves; part of their cells' key."""
         own = self.reference_specs()
-        mode, ids = ("references", own) if own else ("leave-one-out", self.subject_specs())
+        graded = [s for s in self.subject_specs() if not s.hidden_program]
+        mode, ids = ("references", own) if own else ("leave-one-out", graded)
         digest = hashlib.sha256(",".join(sorted(s.id for s in ids)).encode()).hexdigest()[:16]
         return f"{mode}:{digest}"
 

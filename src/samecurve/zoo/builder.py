@@ -73,6 +73,13 @@ class SubjectSpec:
     def make_recipe(self) -> Any:
         return get("recipe", self.recipe)(**self.recipe_params)
 
+    @property
+    def hidden_program(self) -> bool:
+        """A hidden-program subject (replace), never a labelled reference for trojan detectors."""
+        from samecurve.zoo.programs.base import ProgramRecipe
+
+        return isinstance(self.make_recipe(), ProgramRecipe)
+
     def make_dataset(self) -> Any:
         return get("dataset", self.dataset)(**self.dataset_params)
 
