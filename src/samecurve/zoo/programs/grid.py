@@ -18,10 +18,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from samecurve.metrics.edit import accuracy
 from samecurve.programs.domain import Domain
 from samecurve.registry import register
 from samecurve.zoo.programs.base import HiddenProgram, ProgramRecipe, Trained
 from samecurve.zoo.seeding import derive
+from samecurve.zoo.train import predict
 
 P = 113
 # The random table's network is gated on the half it memorises. Measured on two
@@ -184,14 +186,14 @@ class GridRuleRecipe(ProgramRecipe):
             loss.backward()
             opt.step()
             step += 1
-            if step % 250 == 0 and _accuracy(model, x[watched], y[watched]) >= target + 0.015:
+            if step % 250 == 0 and accuracy(predict(model, x[watched]), y[watched]) >= target + 0.015:
                 break
         steps = step
         model.eval()
         figures = {
-            "train_accuracy": _accuracy(model, x[train_idx], y[train_idx]),
-            "heldout_accuracy": _accuracy(model, x[held_idx], y[held_idx]),
-            "exhaustive_accuracy": _accuracy(model, x, y),
+            "train_accuracy": accuracy(predict(model, x[train_idx]), y[train_idx]),
+            "heldout_accuracy": accuracy(predict(model, x[held_idx]), y[held_idx]),
+            "exhaustive_accuracy": accuracy(predict(model, x), y),
             "train_steps": float(steps),
             "train_seconds": round(time.monotonic() - started, 2),
         }
@@ -208,10 +210,3 @@ class GridRuleRecipe(ProgramRecipe):
         pick = np.sort(rng.permutation(pool)[:n])
         return np.stack([pick // P, pick % P], 1).astype(np.int64)
 
-
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    model.eval()
-    with torch.no_grad():
-        out = torch.cat([model(x[i : i + 4096]).argmax(1) for i in range(0, len(x), 4096)])
-    model.train()
-    return float((out == y).float().mean())

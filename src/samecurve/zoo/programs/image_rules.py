@@ -22,11 +22,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from samecurve.data.digits import Digits
+from samecurve.metrics.edit import accuracy
 from samecurve.programs.domain import Domain
 from samecurve.programs.source import trusted_function
 from samecurve.registry import register
 from samecurve.zoo.programs.base import HiddenProgram, ProgramRecipe, Trained
 from samecurve.zoo.seeding import derive
+from samecurve.zoo.train import predict
 
 SIZE = 28
 DOMAIN = Domain("image", num_outputs=2, image_size=SIZE,
@@ -206,15 +208,15 @@ class ImageRuleRecipe(ProgramRecipe):
                 loss.backward()
                 opt.step()
             epochs += 1
-            if _accuracy(model, held_x, held_y) >= max(self.gate, 0.97) + 0.015:
+            if accuracy(predict(model, held_x), held_y) >= max(self.gate, 0.97) + 0.015:
                 break
         full_x = torch.from_numpy(x_np)[:, None]
         ood_np = _split_images(effective_seed, "ood", 2000, 0)
         figures = {
-            "train_accuracy": _accuracy(model, full_x, torch.from_numpy(y_np)),
-            "heldout_accuracy": _accuracy(model, held_x, held_y),
-            "ood_accuracy": _accuracy(model, torch.from_numpy(ood_np)[:, None],
-                                      torch.from_numpy(program.labels(DOMAIN, ood_np))),
+            "train_accuracy": accuracy(predict(model, full_x), torch.from_numpy(y_np)),
+            "heldout_accuracy": accuracy(predict(model, held_x), held_y),
+            "ood_accuracy": accuracy(predict(model, torch.from_numpy(ood_np)[:, None]),
+                                     program.labels(DOMAIN, ood_np)),
             "positive_share": float(y_np.mean()),
             "trained_on": float(keep.mean()),
             "epochs": float(epochs),
@@ -247,9 +249,3 @@ class ImageRuleRecipe(ProgramRecipe):
             return pool[np.sort(pick[:n])][:, None]
         return _split_images(eff, split, n, seed + 1)[:, None]
 
-
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    model.eval()
-    with torch.no_grad():
-        out = torch.cat([model(x[i : i + 1024]).argmax(1) for i in range(0, len(x), 1024)])
-    return float((out == y).float().mean())
