@@ -2,7 +2,7 @@
 input model unchanged, no hooks left behind (even after an error), and the same
 answer twice under the same seed. Each tool runs in every task it implements
 (discover for detectors and attribution, edit for repairs, predict for
-predictors, replace for distillers, on a hidden-program subject): an editor must
+predictors, replace and predict-programs on a hidden-program subject): an editor must
 also return a new model, never the one it was given."""
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ FAST_TASKS = {
              "attack_examples": 32, "attack_steps": 2},
     "predict": {"heldout_examples": 60},
     "replace": {"test_examples": 200, "clean_examples": 200, "train_examples": 200},
+    "predict-programs": {"test_examples": 200, "clean_examples": 200},
 }
+PROGRAM_TASKS = ("replace", "predict-programs")
 FAST = {
     **{n: EDIT_FAST for n in ("finetune", "fine-pruning", "attribution-reg", "adv-train", "lat",
                               "targeted-lat", "oracle")},
@@ -63,7 +65,7 @@ def program_subject(cache):
 
 
 def _subject_for(task_name: str, request) -> object:
-    name = "program_subject" if task_name == "replace" else "patch_subject"
+    name = "program_subject" if task_name in PROGRAM_TASKS else "patch_subject"
     return request.getfixturevalue(name)
 
 
@@ -85,7 +87,7 @@ def _cases() -> list[tuple[str, str]]:
     out = []
     for name in TOOLS:
         tool = get("tool", name)(**FAST.get(name, {}))
-        for task in ("discover", "edit", "predict", "replace"):
+        for task in ("discover", "edit", "predict", *PROGRAM_TASKS):
             if task_accepts(make_task(TaskEntry(name=task)), tool):
                 out.append((name, task))
     return out

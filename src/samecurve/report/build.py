@@ -65,6 +65,9 @@ LABELS = {
     "agree_shifted": "Agree: shifted",
     "agree_boundary": "Agree: boundary",
     "agree_adversarial": "Agree: adversarial",
+    "agree_heldout": "Agree: held-out",
+    "agree_ood": "Agree: OOD / longer",
+    "agree_departures": "Agree: network's departures",
     "target_recall": "Target recall",
     "target_false_alarm": "Target false alarm",
     "solved": "Solved",
@@ -83,6 +86,7 @@ TITLES = {
     "edit": "Edit · remove a trojan",
     "steer": "Edit · steer one behaviour",
     "predict": "Predict · say what the model will do",
+    "predict-programs": "Predict · say what a hidden-program network will do",
     "replace": "Replace · abandon the network for a program",
 }
 MAIN_TASK = "discover"  # drawn first, with charts and the gallery, when the suite has it

@@ -166,10 +166,10 @@ class PredictTask:
     clean_subjects: int = 4
 
     def accepts(self, tool: Any) -> bool:
-        return "predict" in tool_verbs(tool)
+        return "predict" in tool_verbs(tool) and bool(getattr(tool, "predicts_images", True))
 
     def applies(self, card: Mapping[str, Any]) -> bool:
-        if is_program_card(card):  # image classifiers only (program-rule: the replace family)
+        if is_program_card(card):  # image classifiers only (programs: predict-programs)
             return False
         return bool(card["answer_key"]["trojaned"]) or int(card["seed"]) < self.clean_subjects
 

@@ -22,6 +22,7 @@ from samecurve.api import (
     CaseView,
     EditRequest,
     Finding,
+    Predictor,
     Program,
     Split,
     Trigger,
@@ -30,7 +31,8 @@ from samecurve.api import (
 from samecurve.registry import register
 from samecurve.tools.base import ToolBase
 from samecurve.tools.edit.base import editable_copy, repair_data
-from samecurve.tools.predict.rules import RulePredictor, rule_predictor
+from samecurve.tools.predict.programs import ProgramPredictor, fit_tabular_surrogate
+from samecurve.tools.predict.rules import rule_predictor
 from samecurve.zoo.train import finetune_steps
 
 ALL_ANSWERS = ANSWERS
@@ -44,6 +46,7 @@ class Oracle(ToolBase):
     kind = "oracle"
     needs = frozenset({"answer_key", "weights", "gradients", "clean_data"})
     answers = ALL_ANSWERS
+    predicts_programs = True
     # Its repair: unlearning with the true trigger(s), or training on the true steer
     # rule, by the same fine-tune the edit tools use.
     steps: int = 300
@@ -90,11 +93,15 @@ class Oracle(ToolBase):
         assert key is not None, "the runner gives the answer key to oracle tools only"
         return Program(None) if key.incompressible or key.program is None else Program(key.program)
 
-    def predict(self, view: CaseView) -> RulePredictor:
+    def predict(self, view: CaseView) -> Predictor:
         """The ceiling of a trigger rule: every planted trojan (its true trigger, target
-        and source) as a rule over the surrogate."""
+        and source) as a rule over the surrogate. On a hidden-program subject, the
+        ceiling of program-rule: the hidden program itself (over the surrogate on a
+        random-table control), which misses where the network departs from it."""
         key = view.answer_key
         assert key is not None, "the runner gives the answer key to oracle tools only"
+        if view.domain is not None:
+            return ProgramPredictor(self.distill(view), view.domain, fit_tabular_surrogate(view))
         return rule_predictor(view, key.trojans, rounds=6, steps=600, detector_steps=200)
 
 
@@ -120,6 +127,7 @@ class Null(ToolBase):
 
     kind = "baseline"
     answers = ALL_ANSWERS
+    predicts_programs = True  # the hidden rule's output: a network without flaw
 
     def discover(self, view: CaseView) -> Finding:
         return Finding()
@@ -153,8 +161,9 @@ class Guess:
     seed: int
 
     def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One guess per output: (N,) for a classifier, (N, L) for sequences."""
         g = torch.Generator().manual_seed(self.seed + len(x))
-        return torch.randint(0, self.num_classes, (len(x),), generator=g)
+        return torch.randint(0, self.num_classes, tuple(torch.as_tensor(labels).shape), generator=g)
 
 
 @register("tool", "random")
@@ -164,6 +173,7 @@ class Random(ToolBase):
 
     kind = "baseline"
     answers = DISCOVER_ANSWERS | {"predict", "replace"}
+    predicts_programs = True
     min_patch: int = 3
     max_patch: int = 8
 

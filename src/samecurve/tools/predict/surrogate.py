@@ -13,9 +13,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from samecurve.api import CaseView
+from samecurve.api import CaseView, Predictor
 from samecurve.registry import register
 from samecurve.tools.base import ToolBase, clean_inputs
+from samecurve.tools.predict.programs import fit_tabular_surrogate
 from samecurve.zoo.archs import small_cnn
 from samecurve.zoo.train import finetune_steps
 
@@ -172,10 +173,13 @@ class Surrogate(ToolBase):
     kind = "black-box"
     needs = frozenset({"clean_data"})
     answers = frozenset({"predict"})
+    predicts_programs = True  # on a hidden-program subject: trees on raw features
 
     rounds: int = 6  # augmented copies of the clean data (500 inputs -> ~3500 queries)
     steps: int = 600
     lr: float = 2e-3
 
-    def predict(self, view: CaseView) -> Distilled:
+    def predict(self, view: CaseView) -> Predictor:
+        if view.domain is not None:
+            return fit_tabular_surrogate(view)
         return distil(view, query_set(view, self.rounds), self.steps, self.lr, 0.1)

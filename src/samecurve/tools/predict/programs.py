@@ -1,0 +1,127 @@
+"""Predictors for hidden-program subjects (the challenge subjects of the replace
+family): what will the network output on inputs nobody showed the tool?
+
+`surrogate` (black box) is gradient-boosted trees on the decision tree's raw
+features plus the hidden rule's own output, fitted to the network's answers on
+the clean inputs: it leans on "the network does what the rule says" exactly as
+far as the network does, and learns where it departs. `program-rule` asks a
+replace tool for a program and predicts with it (run in the sandbox), falling
+back to the surrogate where the tool abstained: if a recovered program is a
+faithful replacement, it predicts the network on sets neither ever saw."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+from samecurve.api import CaseView, Predictor, Program, tool_verbs
+from samecurve.programs.domain import Domain, query
+from samecurve.programs.sandbox import FAILED, ProgramFailed, run_program
+from samecurve.programs.source import ProgramRejected
+from samecurve.registry import get, register
+from samecurve.tools.base import ToolBase
+from samecurve.tools.combine import Ensemble, parse_ensemble
+from samecurve.tools.replace.decision_tree import tabular
+from samecurve.tools.replace.dsl import query_room
+
+
+def as_array(x: Any) -> np.ndarray:
+    """A batch of domain inputs (tensor or array) as the domain's numpy form."""
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+@dataclass(frozen=True, eq=False)
+class TabularSurrogate:
+    """A Predictor: trees on the raw features of each output and the rule's label
+    there (None: only one answer was ever seen, and it is `constant`)."""
+
+    kind: str
+    trees: HistGradientBoostingClassifier | None
+    constant: int = 0
+
+    def __call__(self, x: Any, labels: Any) -> np.ndarray:
+        labels = as_array(labels).astype(np.int64)
+        if self.trees is None or labels.size == 0:
+            return np.full_like(labels, self.constant)
+        feats = np.column_stack([tabular(self.kind, as_array(x)), labels.ravel()])
+        return self.trees.predict(feats).astype(np.int64).reshape(labels.shape)
+
+
+def fit_tabular_surrogate(view: CaseView, max_iter: int = 200) -> TabularSurrogate:
+    """Fit trees to the network's answers on the view's clean inputs (their rule
+    labels are a feature), cut to the query budget."""
+    x = as_array(view.clean.x)
+    labels = as_array(view.clean.y).astype(np.int64)
+    n = query_room(view, len(x))
+    x, labels = x[:n], labels[:n]
+    kind = view.domain.kind
+    if n == 0:
+        return TabularSurrogate(kind, None)
+    says = query(view.model, view.domain, x, view.device).ravel()
+    if len(np.unique(says)) < 2:
+        return TabularSurrogate(kind, None, int(says[0]))
+    feats = np.column_stack([tabular(kind, x), labels.ravel()])
+    trees = HistGradientBoostingClassifier(max_iter=max_iter, random_state=int(view.seed))
+    return TabularSurrogate(kind, trees.fit(feats, says))
+
+
+@dataclass(frozen=True, eq=False)
+class ProgramPredictor:
+    """A Predictor: the program's outputs, run in the sandbox; the fallback's where
+    there is no program, where it crashed on an input, or on a whole batch it
+    overran."""
+
+    program: Program
+    domain: Domain
+    fallback: Predictor
+    seconds: float = 60.0
+
+    def __call__(self, x: Any, labels: Any) -> np.ndarray:
+        out = None
+        if not self.program.abstains:
+            with contextlib.suppress(ProgramFailed, ProgramRejected):
+                out = run_program(self.program, self.domain, as_array(x), seconds=self.seconds)
+        if out is not None and not out.crashes:
+            return out.values
+        backup = np.asarray(torch.as_tensor(self.fallback(x, labels)).cpu()).astype(np.int64)
+        if out is None:
+            return backup
+        return np.where(out.values == FAILED, backup.reshape(out.values.shape), out.values)
+
+
+@register("tool", "program-rule")
+@dataclass(frozen=True)
+class ProgramRule(ToolBase):
+    """A replace tool's program as the predictor, over the black-box surrogate where
+    it abstains. The surrogate is fitted first, so a tight budget still leaves it."""
+
+    kind = "interpretability"
+    needs = frozenset({"clean_data", "weights"})  # the surrogate's, and every distiller's
+    answers = frozenset({"predict"})
+    predicts_images = False
+    predicts_programs = True
+
+    distiller: str = "state-machine"  # a replace tool, or a portfolio "ensemble(a, b)"
+
+    def __post_init__(self) -> None:
+        tool = self.distill_tool()
+        if "distill" not in tool_verbs(tool):
+            raise ValueError(f"program-rule's distiller {self.distiller!r} is no replace tool")
+        extra = frozenset(tool.needs) - self.needs
+        if extra:
+            raise ValueError(f"program-rule cannot give distiller {self.distiller!r} its needs "
+                             f"{sorted(extra)}; use one that needs only {sorted(self.needs)}")
+
+    def distill_tool(self) -> Any:
+        members = parse_ensemble(self.distiller)
+        return Ensemble(members=members) if members else get("tool", self.distiller)()
+
+    def predict(self, view: CaseView) -> ProgramPredictor:
+        fallback = fit_tabular_surrogate(view)
+        program = self.distill_tool().distill(view)
+        return ProgramPredictor(program, view.domain, fallback)
