@@ -15,6 +15,7 @@ from samecurve.api import Budget
 from samecurve.registry import get
 from samecurve.run.cell import CellJob, execute
 from samecurve.run.suite import TaskEntry, ToolEntry, make_task
+from samecurve.tasks.interesting import new_backgrounds
 from samecurve.tasks.predict import PredictTask, carried_weights, interesting_sets, labels_of
 from samecurve.tools.combine import parse_pipeline
 
@@ -48,7 +49,7 @@ class _Itself:
 def test_the_model_itself_agrees_everywhere(patch_subject) -> None:
     m = _task().grade(_Itself(patch_subject.model), patch_subject)
     assert all(m[f"agree_{s}"] == 1.0 for s in
-               ("clean", "triggered", "variant", "shifted", "boundary", "adversarial"))
+               ("clean", "triggered", "variant", "shifted", "background", "boundary", "adversarial"))
     assert m["target_recall"] == 1.0 and m["target_false_alarm"] == 0.0
 
 
@@ -114,6 +115,21 @@ def test_interesting_sets_are_fixed_and_interesting(patch_subject) -> None:
     assert sent["clean"] < sent["variant"] <= sent["triggered"], sent
     own = a["clean"].model_says
     assert float((a["adversarial"].model_says == own).float().mean()) < 0.5  # the attack moves most
+
+
+def test_new_backgrounds_keep_the_scenes_and_change_what_is_behind_them(patch_subject) -> None:
+    """The same classes in the same order, backgrounds of more texture (mean absolute
+    difference between neighbouring pixels), and the model is not as sure of them."""
+    a = interesting_sets(_task(), patch_subject)
+    plain, moved = a["clean"], a["background"]
+    assert torch.equal(plain.y, moved.y)
+
+    def texture(x):
+        return float((x[..., 1:] - x[..., :-1]).abs().mean())
+
+    assert texture(moved.x) > 1.2 * texture(plain.x)  # measured: 0.076 against 0.055
+    assert float((moved.model_says == moved.y).float().mean()) < float((plain.model_says == plain.y).float().mean())
+    assert new_backgrounds("digits", {}, 0, "heldout", 4) is None  # handwriting has no background
 
 
 def test_surrogate_learns_the_model_and_rules_foresee_the_trojan(patch_subject, cache) -> None:

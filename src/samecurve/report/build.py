@@ -63,6 +63,7 @@ LABELS = {
     "agree_triggered": "Agree: triggered",
     "agree_variant": "Agree: fainter trigger",
     "agree_shifted": "Agree: shifted",
+    "agree_background": "Agree: new backgrounds",
     "agree_boundary": "Agree: boundary",
     "agree_adversarial": "Agree: adversarial",
     "agree_heldout": "Agree: held-out",

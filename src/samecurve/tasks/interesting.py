@@ -5,11 +5,17 @@ model (to place inputs near its boundary and to attack it)."""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from samecurve.api import Stamp
+from samecurve.registry import get
+from samecurve.zoo.builder import split_of
 from samecurve.zoo.train import predict
 
 
@@ -51,6 +57,23 @@ def rescaled(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         crop = x[~zoom_out][..., top : top + ch, left : left + cw]
         out[~zoom_out] = F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False)
     return out.clamp(0, 1)
+
+
+# Stronger textures and noisier backgrounds than any training scene (0.5 and 0.08).
+NEW_BACKGROUNDS = {"bg_contrast": 1.0, "bg_noise": 0.3}
+
+
+def new_backgrounds(dataset: str, params: Mapping[str, Any], effective_seed: int, split: str,
+                    n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The same held-out scenes drawn on new backgrounds: the background's random
+    draws come first and are as many whatever their contrast and noise, so the
+    objects, clutter and classes stay those of the plain set. None for a dataset
+    without background settings (handwriting)."""
+    cls = get("dataset", dataset)
+    if not set(NEW_BACKGROUNDS) <= set(inspect.signature(cls).parameters):
+        return None
+    s = split_of(dataset, {**params, **NEW_BACKGROUNDS}, effective_seed, split, n)
+    return s.x, s.y
 
 
 def near_boundary(

@@ -32,6 +32,7 @@ from samecurve.tasks.edit import own_data
 from samecurve.tasks.interesting import (
     adversarial,
     near_boundary,
+    new_backgrounds,
     noisy,
     partial_stamp,
     recoloured,
@@ -42,12 +43,14 @@ from samecurve.zoo.seeding import derive
 from samecurve.zoo.train import predict
 
 NAN = float("nan")
-SETS = ("clean", "triggered", "variant", "shifted", "boundary", "adversarial")
+SETS = ("clean", "triggered", "variant", "shifted", "background", "boundary", "adversarial")
 SET_DESCRIPTIONS = {
     "clean": "plain held-out inputs",
     "triggered": "held-out inputs of other classes stamped with a planted trigger",
     "variant": "the same inputs moved halfway to their stamped selves (a fainter trigger)",
     "shifted": "held-out inputs with pixel noise, new colours or a new scale",
+    "background": "the plain held-out scenes redrawn on new backgrounds (stronger textures, "
+                  "more noise than any training scene)",
     "boundary": "inputs bisected to where the model's label changes between two inputs",
     "adversarial": "inputs of an L-inf 8/255 PGD attacker against the model",
 }
@@ -155,7 +158,7 @@ class PredictTask:
     model's outputs are worth predicting too; a few suffice as the control)."""
 
     verb: ClassVar[str] = "predict"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2  # 2: the new-backgrounds set
     metrics: ClassVar[tuple[MetricSpec, ...]] = PREDICT_METRICS
     chance_tool: ClassVar[str] = "random"
     baseline_tool: ClassVar[str] = "surrogate"
@@ -216,19 +219,25 @@ class PredictTask:
                 "target_false_alarm": float(np.nanmean(alarm)) if not np.isnan(alarm).all() else NAN}
 
     def floor(self, tool: Any, subject: Subject) -> dict[str, float]:
-        """No Predictor: no prediction agrees with anything."""
+        """No Predictor: no prediction agrees with anything (on the sets it has)."""
         trojaned = subject.answer_key.trojaned
-        out = {}
-        for m in self.metrics:
-            applies = trojaned or m.name not in {"agree_triggered", "agree_variant",
-                                                 "target_recall", "target_false_alarm"}
-            out[m.name] = m.floor if applies else NAN
-        return out
+        skip = set() if trojaned else {"agree_triggered", "agree_variant", "target_recall",
+                                       "target_false_alarm"}
+        if not has_backgrounds(subject):
+            skip.add("agree_background")
+        return {m.name: NAN if m.name in skip else m.floor for m in self.metrics}
 
     @staticmethod
     def chance(metric: str, labels: Sequence[int], num_classes: int) -> float:
         """A uniform guess agrees with any label 1/K of the time."""
         return 1.0 / num_classes if num_classes else NAN
+
+
+def has_backgrounds(subject: Subject) -> bool:
+    """Whether the subject's dataset can redraw its scenes on new backgrounds."""
+    card = subject.card
+    return new_backgrounds(card["dataset"], card["dataset_params"], card["effective_seed"],
+                           "heldout", 1) is not None
 
 
 @lru_cache(maxsize=64)
@@ -253,6 +262,10 @@ def interesting_sets(task: PredictTask, subject: Subject) -> dict[str, HeldOut]:
     shifts = (noisy, recoloured, rescaled)
     parts["shifted"] = (torch.cat([f(x[i], g) for f, i in zip(shifts, thirds, strict=True)]),
                         torch.cat([y[i] for i in thirds]))
+    card = subject.card
+    parts["background"] = new_backgrounds(card["dataset"], card["dataset_params"],
+                                          card["effective_seed"], "heldout",
+                                          task.heldout_examples) or empty
     parts["boundary"] = near_boundary(model, x, y, g)
     parts["adversarial"] = (adversarial(model, x, g), y)
     return {name: HeldOut(px, py, predict(model, px)) for name, (px, py) in parts.items()}

@@ -192,7 +192,7 @@ def build(spec: SubjectSpec, cache: Cache) -> Subject:
             torch.manual_seed(derive(eff, "init"))
             model = get("arch", spec.arch)(**arch_params)
         recipe.fit(model, x, y, (clean_x, clean_y), spec.train, derive(eff, "order"))
-        test = _split(spec.dataset, spec.dataset_params, eff, "test", spec.train.test_size)
+        test = split_of(spec.dataset, spec.dataset_params, eff, "test", spec.train.test_size)
         acc = float((predict(model, test.x) == test.y).float().mean())
         key = plan.answer_key(recipe.family, len(poisoned) / len(y), recipe.clean_label)
         each = attack_success_rates(model, key, test)
@@ -255,9 +255,10 @@ def _split_cached(
     return ds.sample(n, derive(effective_seed, split), split=split)
 
 
-def _split(
+def split_of(
     dataset: str, params: Mapping[str, Any], effective_seed: int, split: str, n: int
 ) -> Split:
+    """`n` inputs of a split of a dataset under these parameters (cached)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
     x, y = _split_cached(dataset, json.dumps(dict(params), sort_keys=True), effective_seed, split, n)
@@ -267,7 +268,7 @@ def _split(
 def clean_split(subject: Subject, split: str, n: int) -> Split:
     """Clean inputs from the subject's own data distribution, regenerated from its card."""
     card = subject.card
-    return _split(card["dataset"], card["dataset_params"], card["effective_seed"], split, n)
+    return split_of(card["dataset"], card["dataset_params"], card["effective_seed"], split, n)
 
 
 def training_sample(subject: Subject, n: int, seed: int = 0) -> Split:
