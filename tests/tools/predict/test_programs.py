@@ -67,3 +67,27 @@ def test_program_rule_takes_a_distiller_or_a_portfolio_and_nothing_else() -> Non
         ProgramRule(distiller="surrogate")
     with pytest.raises(KeyError):
         ProgramRule(distiller="no-such-tool")
+
+
+class _Gives:
+    """A stand-in distiller that returns one fixed program."""
+
+    needs = frozenset()
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def distill(self, view) -> Program:
+        return Program(self.source)
+
+
+@pytest.mark.parametrize(("source", "keeps_program"), [
+    ("def f(a, b):\n    return int((a + b) % 23 < 11)\n", False),  # the rule: misses a == 3
+    ("def f(a, b):\n    return 1 if a == 3 else int((a + b) % 23 < 11)\n", True),  # the network
+])
+def test_program_rule_keeps_a_program_only_if_it_matches_the_network_as_well(
+    monkeypatch, source, keeps_program
+) -> None:
+    monkeypatch.setattr(ProgramRule, "distill_tool", lambda self: _Gives(source))
+    predictor = ProgramRule().predict(_view())
+    assert isinstance(predictor, ProgramPredictor) is keeps_program

@@ -52,22 +52,43 @@ class TabularSurrogate:
         return self.trees.predict(feats).astype(np.int64).reshape(labels.shape)
 
 
-def fit_tabular_surrogate(view: CaseView, max_iter: int = 200) -> TabularSurrogate:
-    """Fit trees to the network's answers on the view's clean inputs (their rule
-    labels are a feature), cut to the query budget."""
+@dataclass(frozen=True, eq=False)
+class Answered:
+    """Clean inputs, the hidden rule's outputs on them and the network's."""
+
+    x: np.ndarray
+    labels: np.ndarray
+    says: np.ndarray
+
+    def part(self, rows: np.ndarray) -> Answered:
+        return Answered(self.x[rows], self.labels[rows], self.says[rows])
+
+
+def network_answers(view: CaseView) -> Answered:
+    """The network's outputs on the view's clean inputs, cut to the query budget."""
     x = as_array(view.clean.x)
     labels = as_array(view.clean.y).astype(np.int64)
     n = query_room(view, len(x))
     x, labels = x[:n], labels[:n]
-    kind = view.domain.kind
-    if n == 0:
+    says = query(view.model, view.domain, x, view.device).reshape(labels.shape) if n else labels
+    return Answered(x, labels, says.astype(np.int64))
+
+
+def fit_surrogate(kind: str, data: Answered, seed: int, max_iter: int = 200) -> TabularSurrogate:
+    """Trees fitted to the network's answers (the rule's outputs a feature)."""
+    if len(data.x) == 0:
         return TabularSurrogate(kind, None)
-    says = query(view.model, view.domain, x, view.device).ravel()
+    says = data.says.ravel()
     if len(np.unique(says)) < 2:
         return TabularSurrogate(kind, None, int(says[0]))
-    feats = np.column_stack([tabular(kind, x), labels.ravel()])
-    trees = HistGradientBoostingClassifier(max_iter=max_iter, random_state=int(view.seed))
+    feats = np.column_stack([tabular(kind, data.x), data.labels.ravel()])
+    trees = HistGradientBoostingClassifier(max_iter=max_iter, random_state=seed)
     return TabularSurrogate(kind, trees.fit(feats, says))
+
+
+def fit_tabular_surrogate(view: CaseView) -> TabularSurrogate:
+    """The surrogate on every clean input the budget lets it ask about."""
+    return fit_surrogate(view.domain.kind, network_answers(view), int(view.seed))
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,7 +119,8 @@ class ProgramPredictor:
 @dataclass(frozen=True)
 class ProgramRule(ToolBase):
     """A replace tool's program as the predictor, over the black-box surrogate where
-    it abstains. The surrogate is fitted first, so a tight budget still leaves it."""
+    it abstains or crashes, and not at all where the surrogate agrees with the
+    network more often on held-back inputs."""
 
     kind = "interpretability"
     needs = frozenset({"clean_data", "weights"})  # the surrogate's, and every distiller's
@@ -121,7 +143,23 @@ class ProgramRule(ToolBase):
         members = parse_ensemble(self.distiller)
         return Ensemble(members=members) if members else get("tool", self.distiller)()
 
-    def predict(self, view: CaseView) -> ProgramPredictor:
-        fallback = fit_tabular_surrogate(view)
+    held_fraction: float = 0.2
+
+    def predict(self, view: CaseView) -> Predictor:
+        """The program if, on a held-back part of the clean inputs, it agrees with the
+        network at least as often as a surrogate fitted on the rest; else the
+        surrogate (a program of the rule loses where the network departs from it)."""
+        data = network_answers(view)
+        kind, seed = view.domain.kind, int(view.seed)
+        order = view.rng(53).permutation(len(data.x))
+        cut = len(data.x) - int(len(data.x) * self.held_fraction)
         program = self.distill_tool().distill(view)
-        return ProgramPredictor(program, view.domain, fallback)
+        everything = fit_surrogate(kind, data, seed)
+        if program.abstains or cut == len(data.x):
+            return ProgramPredictor(program, view.domain, everything)
+        held = data.part(order[cut:])
+        rival = fit_surrogate(kind, data.part(order[:cut]), seed)(held.x, held.labels)
+        mine = ProgramPredictor(program, view.domain, lambda x, labels: rival)(held.x, held.labels)
+        if (mine == held.says).mean() >= (rival == held.says).mean():
+            return ProgramPredictor(program, view.domain, everything)
+        return everything
