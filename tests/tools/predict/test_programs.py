@@ -82,12 +82,18 @@ class _Gives:
 
 
 @pytest.mark.parametrize(("source", "keeps_program"), [
-    ("def f(a, b):\n    return int((a + b) % 23 < 11)\n", False),  # the rule: misses a == 3
+    ("def f(a, b):\n    return int((a + b) % 23 < 11)\n", True),  # the rule
     ("def f(a, b):\n    return 1 if a == 3 else int((a + b) % 23 < 11)\n", True),  # the network
+    ("def f(a, b):\n    return int((a + b) % 23 >= 11)\n", False),  # wrong everywhere
 ])
-def test_program_rule_keeps_a_program_only_if_it_matches_the_network_as_well(
+def test_program_rule_keeps_a_faithful_program_and_the_surrogates_departures(
     monkeypatch, source, keeps_program
 ) -> None:
+    """A program of the rule is kept, and the surrogate still supplies the departures
+    it learned (a == 3); a program worse than the surrogate is dropped for it."""
     monkeypatch.setattr(ProgramRule, "distill_tool", lambda self: _Gives(source))
     predictor = ProgramRule().predict(_view())
     assert isinstance(predictor, ProgramPredictor) is keeps_program
+    rows = np.array([[3, b] for b in range(23)] + [[5, b] for b in range(23)])
+    said = predictor(rows, np.array([truth(a, b) for a, b in rows]))
+    assert (said == np.array([network(a, b) for a, b in rows])).all()
