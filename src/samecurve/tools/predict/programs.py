@@ -5,9 +5,11 @@ family): what will the network output on inputs nobody showed the tool?
 features plus the hidden rule's own output, fitted to the network's answers on
 the clean inputs: it leans on "the network does what the rule says" exactly as
 far as the network does, and learns where it departs. `program-rule` asks a
-replace tool for a program and predicts with it (run in the sandbox), falling
-back to the surrogate where the tool abstained: if a recovered program is a
-faithful replacement, it predicts the network on sets neither ever saw."""
+replace tool for a program and predicts with it (run in the sandbox), deferring
+to the surrogate where the surrogate expects a departure and wholly where the
+tool abstained: a program read off the network (a state machine, a probed
+statistic) can foresee what it does on inputs neither ever saw, as a surrogate
+on window features cannot."""
 
 from __future__ import annotations
 
