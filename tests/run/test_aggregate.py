@@ -1,6 +1,11 @@
 from __future__ import annotations
 
-from samecurve.run.aggregate import family_label
+from types import SimpleNamespace
+
+import pytest
+
+from samecurve.run.aggregate import chance_levels, family_label
+from samecurve.tasks.predict_programs import ProgramPredictTask
 
 
 def test_family_label_sets_heldout_triggers_and_tracks_apart() -> None:
@@ -26,3 +31,11 @@ def test_a_family_board_marks_tools_blind_to_that_family() -> None:
     assert not summarise_tool(task, nc, "nc", [], set(), "patch").outside_design
     assert not summarise_tool(task, nc, "nc", [], set()).outside_design  # the overall board
     assert not summarise_tool(task, saliency, "saliency", [], set(), "style").outside_design
+
+
+def test_analytic_chance_is_averaged_over_subjects_of_different_label_counts() -> None:
+    """Hidden-program networks answer 2, 4 or more labels: chance is the mean of 1/K."""
+    cards = {s: {"num_classes": k, "answer_key": {"trojaned": False}}
+             for s, k in (("a", 2), ("b", 4), ("c", 4))}
+    chance = chance_levels(ProgramPredictTask(), [], SimpleNamespace(cards=cards), set(cards))
+    assert chance["agree_heldout"] == pytest.approx((1 / 2 + 1 / 4 + 1 / 4) / 3)

@@ -230,15 +230,16 @@ def family_label(card: dict, tracks: bool) -> str:
 def chance_levels(
     task: Any, rows: list[ToolSummary], run: RunData, subjects: set[str]
 ) -> dict[str, float]:
-    """Analytic chance where it exists; otherwise what the task's chance tool (`random`;
-    `random-prune` for edits) measured."""
+    """Analytic chance where it exists (averaged over the subjects, whose label counts
+    differ among hidden-program networks); otherwise what the task's chance tool
+    (`random`; `random-prune` for edits) measured."""
     labels = [int(run.cards[i]["answer_key"]["trojaned"]) for i in subjects]
-    k = card_classes(run.cards[next(iter(subjects))]) if subjects else 0
+    ks = [k for k in (card_classes(run.cards[i]) for i in sorted(subjects)) if k]
     chance_tool = getattr(task, "chance_tool", "random")
     random_row = next((r for r in rows if r.tool == chance_tool), None)
     out = {}
     for spec in task.metrics:
-        v = task.chance(spec.name, labels, k) if k else NAN
+        v = float(np.mean([task.chance(spec.name, labels, k) for k in ks])) if ks else NAN
         if not np.isfinite(v) and random_row and spec.name in random_row.intervals:
             v = random_row.intervals[spec.name].mean
         out[spec.name] = v
