@@ -127,9 +127,10 @@ class ProgramPredictor:
 @register("tool", "program-rule")
 @dataclass(frozen=True)
 class ProgramRule(ToolBase):
-    """A replace tool's program as the predictor, over the black-box surrogate where
-    it abstains or crashes, and not at all where the surrogate agrees with the
-    network more often on held-back inputs."""
+    """A replace tool's program as the predictor, deferring to the black-box
+    surrogate where that expects a departure from the rule, where the program
+    crashes or the tool abstained; the surrogate alone where, on held-back
+    inputs, it agrees with the network clearly more often."""
 
     kind = "interpretability"
     needs = frozenset({"clean_data", "weights"})  # the surrogate's, and every distiller's
@@ -138,6 +139,8 @@ class ProgramRule(ToolBase):
     predicts_programs = True
 
     distiller: str = "state-machine"  # a replace tool, or a portfolio "ensemble(a, b)"
+    held_fraction: float = 0.2  # of the clean inputs, to check the program against a surrogate
+    tolerance: float = 0.005  # how much less often it may agree there and still be kept
 
     def __post_init__(self) -> None:
         tool = self.distill_tool()
@@ -151,9 +154,6 @@ class ProgramRule(ToolBase):
     def distill_tool(self) -> Any:
         members = parse_ensemble(self.distiller)
         return Ensemble(members=members) if members else get("tool", self.distiller)()
-
-    held_fraction: float = 0.2
-    tolerance: float = 0.005
 
     def predict(self, view: CaseView) -> Predictor:
         """The program, deferring to the surrogate where the surrogate expects the
