@@ -63,14 +63,18 @@ def rescaled(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 NEW_BACKGROUNDS = {"bg_contrast": 1.0, "bg_noise": 0.3}
 
 
+def redraws_backgrounds(dataset: str) -> bool:
+    """Whether a dataset takes background settings (procedural scenes; not handwriting)."""
+    return set(NEW_BACKGROUNDS) <= set(inspect.signature(get("dataset", dataset)).parameters)
+
+
 def new_backgrounds(dataset: str, params: Mapping[str, Any], effective_seed: int, split: str,
                     n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The same held-out scenes drawn on new backgrounds: the background's random
     draws come first and are as many whatever their contrast and noise, so the
     objects, clutter and classes stay those of the plain set. None for a dataset
     without background settings (handwriting)."""
-    cls = get("dataset", dataset)
-    if not set(NEW_BACKGROUNDS) <= set(inspect.signature(cls).parameters):
+    if not redraws_backgrounds(dataset):
         return None
     s = split_of(dataset, {**params, **NEW_BACKGROUNDS}, effective_seed, split, n)
     return s.x, s.y

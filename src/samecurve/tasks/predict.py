@@ -36,6 +36,7 @@ from samecurve.tasks.interesting import (
     noisy,
     partial_stamp,
     recoloured,
+    redraws_backgrounds,
     rescaled,
 )
 from samecurve.zoo.builder import clean_split
@@ -223,7 +224,7 @@ class PredictTask:
         trojaned = subject.answer_key.trojaned
         skip = set() if trojaned else {"agree_triggered", "agree_variant", "target_recall",
                                        "target_false_alarm"}
-        if not has_backgrounds(subject):
+        if not redraws_backgrounds(subject.card["dataset"]):
             skip.add("agree_background")
         return {m.name: NAN if m.name in skip else m.floor for m in self.metrics}
 
@@ -231,13 +232,6 @@ class PredictTask:
     def chance(metric: str, labels: Sequence[int], num_classes: int) -> float:
         """A uniform guess agrees with any label 1/K of the time."""
         return 1.0 / num_classes if num_classes else NAN
-
-
-def has_backgrounds(subject: Subject) -> bool:
-    """Whether the subject's dataset can redraw its scenes on new backgrounds."""
-    card = subject.card
-    return new_backgrounds(card["dataset"], card["dataset_params"], card["effective_seed"],
-                           "heldout", 1) is not None
 
 
 @lru_cache(maxsize=64)

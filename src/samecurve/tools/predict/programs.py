@@ -50,8 +50,13 @@ class TabularSurrogate:
         labels = as_array(labels).astype(np.int64)
         if self.trees is None or labels.size == 0:
             return np.full_like(labels, self.constant)
-        feats = np.column_stack([tabular(self.kind, as_array(x)), labels.ravel()])
+        feats = surrogate_features(self.kind, as_array(x), labels)
         return self.trees.predict(feats).astype(np.int64).reshape(labels.shape)
+
+
+def surrogate_features(kind: str, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """One row per output: the decision tree's raw features and the rule's output there."""
+    return np.column_stack([tabular(kind, x), np.asarray(labels).ravel()])
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,7 +88,7 @@ def fit_surrogate(kind: str, data: Answered, seed: int, max_iter: int = 200) -> 
     says = data.says.ravel()
     if len(np.unique(says)) < 2:
         return TabularSurrogate(kind, None, int(says[0]))
-    feats = np.column_stack([tabular(kind, data.x), data.labels.ravel()])
+    feats = surrogate_features(kind, data.x, data.labels)
     trees = HistGradientBoostingClassifier(max_iter=max_iter, random_state=seed)
     return TabularSurrogate(kind, trees.fit(feats, says))
 
