@@ -81,6 +81,27 @@ def clean_subject(population: list):
     return next(s for s in population if s.family == "clean")
 
 
+# The text track's tiny population: a randomly initialised 2-layer BERT (MiniLM's
+# vocabulary) on the generated news corpus, trained in seconds.
+TINY_TEXT_TRAIN = TrainConfig(
+    train_size=2000, test_size=300, epochs=3, batch_size=32, lr=2e-3, asr_gate=0.9,
+    min_clean_accuracy=0.5,
+)
+
+
+def text_spec(recipe: str, seed: int = 0, **params: object) -> SubjectSpec:
+    return SubjectSpec(recipe=recipe, seed=seed, recipe_params=params, dataset="news",
+                       arch="tiny-bert", train=TINY_TEXT_TRAIN)
+
+
+@pytest.fixture(scope="session")
+def text_population(cache: Cache) -> list:
+    """A rare-token, a phrase and two clean tiny text subjects."""
+    specs = [text_spec("rare-token", poison_rate=[0.1, 0.1]), text_spec("phrase"),
+             text_spec("clean", 0), text_spec("clean", 1)]
+    return [build(spec, cache) for spec in specs]
+
+
 def use_plugin(monkeypatch: pytest.MonkeyPatch, module: str) -> None:
     """Register a helper module's plug-ins here and in every spawned worker."""
     monkeypatch.setenv("SAMECURVE_PLUGINS", module)
@@ -94,7 +115,8 @@ def plugins(monkeypatch: pytest.MonkeyPatch) -> None:
     use_plugin(monkeypatch, "misbehaving_tools")
 
 
-__all__ = ["TINY_TRAIN", "SubjectSpec", "tiny_suite_text", "use_plugin"]
+__all__ = ["TINY_TEXT_TRAIN", "TINY_TRAIN", "SubjectSpec", "text_spec", "tiny_suite_text",
+           "use_plugin"]
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,11 @@ REPLACE_ANSWERS = frozenset({"replace"})
 ANSWERS = DISCOVER_ANSWERS | EDIT_ANSWERS | PREDICT_ANSWERS | REPLACE_ANSWERS
 # The verbs a tool may implement, one per task family (attribution is discover's).
 VERBS = ("discover", "attribute", "edit", "predict", "distill")
+# What a subject's inputs are: images (N, C, H, W) in [0, 1], or text as (N, L)
+# token ids (0 = padding). Each task grades one modality; each tool says which
+# it handles (`modalities`, default images only), so no cell runs an image tool
+# on text.
+MODALITIES = ("image", "text")
 
 
 class BudgetExceeded(RuntimeError):
@@ -327,6 +332,8 @@ class CaseView:
     # A hidden-program subject's input space and the program signature it expects
     # (a samecurve.programs.domain.Domain); None for image-classifier subjects.
     domain: Any = None
+    # "image" or "text" (see MODALITIES): what `clean.x` and the model's inputs are.
+    modality: str = "image"
 
     def time_left(self) -> float:
         return self.meter.time_left()
@@ -386,6 +393,20 @@ class Program:
 def is_program_card(card: Mapping[str, Any]) -> bool:
     """A hidden-program subject (graded by replace only), not an image classifier."""
     return "domain" in card
+
+
+def card_modality(card: Mapping[str, Any]) -> str:
+    """"image" or "text": the kind of inputs a subject's model takes."""
+    return str(card.get("modality", "image"))
+
+
+def tool_modalities(tool: Any) -> frozenset[str]:
+    """The input modalities a tool handles (images only unless it says otherwise)."""
+    return frozenset(getattr(tool, "modalities", frozenset({"image"})))
+
+
+def handles(tool: Any, modality: str) -> bool:
+    return modality in tool_modalities(tool)
 
 
 def card_classes(card: Mapping[str, Any]) -> int:

@@ -17,8 +17,11 @@ T = TypeVar("T")
 # Modules whose import registers the built-in plug-ins.
 _BUILTIN_MODULES = (
     "samecurve.data",
+    "samecurve.data.text",
     "samecurve.zoo.archs",
+    "samecurve.zoo.text_archs",
     "samecurve.zoo.recipes",
+    "samecurve.zoo.text_recipes",
     "samecurve.zoo.programs",
     "samecurve.tools",
     "samecurve.tasks",

@@ -26,6 +26,7 @@ from samecurve.api import (
     QueryOnly,
     ReferenceModel,
     Subject,
+    card_modality,
     is_program_card,
 )
 from samecurve.programs.domain import Domain
@@ -127,6 +128,7 @@ def build_view(job: CellJob, task: Any, tool: Any, subject: Subject, meter: Mete
         meter=meter,
         answer_key=subject.answer_key if "answer_key" in needs else None,
         domain=Domain.from_dict(subject.card["domain"]) if is_program_card(subject.card) else None,
+        modality=card_modality(subject.card),
     )
 
 

@@ -29,6 +29,18 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class TrainSettings(Strict):
+    train_size: int = Field(default=TrainConfig.train_size, ge=100)
+    test_size: int = Field(default=TrainConfig.test_size, ge=100)
+    epochs: int = Field(default=TrainConfig.epochs, ge=1)
+    lr: float = Field(default=TrainConfig.lr, gt=0)
+    batch_size: int = Field(default=TrainConfig.batch_size, ge=1)
+    asr_gate: float = Field(default=TrainConfig.asr_gate, ge=0, le=1)
+    min_clean_accuracy: float = Field(default=TrainConfig.min_clean_accuracy, ge=0, le=1)
+    max_attempts: int = Field(default=TrainConfig.max_attempts, ge=1)
+    decoy_rate: float = Field(default=TrainConfig.decoy_rate, ge=0, lt=1)
+
+
 class SubjectGroup(Strict):
     recipe: str
     count: int = Field(ge=1, le=10_000)
@@ -41,18 +53,16 @@ class SubjectGroup(Strict):
     # Another track than the zoo's dataset (e.g. digits in the full suite).
     dataset: str | None = None
     dataset_params: dict[str, Any] | None = None
+    # Its own architecture(s) and training, where a group's track differs from the
+    # zoo's (the text track's pretrained MiniLM in the full suite).
+    arch: str | list[str] | None = None
+    train: TrainSettings | None = None
 
-
-class TrainSettings(Strict):
-    train_size: int = Field(default=TrainConfig.train_size, ge=100)
-    test_size: int = Field(default=TrainConfig.test_size, ge=100)
-    epochs: int = Field(default=TrainConfig.epochs, ge=1)
-    lr: float = Field(default=TrainConfig.lr, gt=0)
-    batch_size: int = Field(default=TrainConfig.batch_size, ge=1)
-    asr_gate: float = Field(default=TrainConfig.asr_gate, ge=0, le=1)
-    min_clean_accuracy: float = Field(default=TrainConfig.min_clean_accuracy, ge=0, le=1)
-    max_attempts: int = Field(default=TrainConfig.max_attempts, ge=1)
-    decoy_rate: float = Field(default=TrainConfig.decoy_rate, ge=0, lt=1)
+    @property
+    def archs(self) -> list[str] | None:
+        if self.arch is None:
+            return None
+        return [self.arch] if isinstance(self.arch, str) else list(self.arch)
 
 
 class ZooSettings(Strict):
@@ -150,8 +160,13 @@ class Suite(Strict):
         return f"{mode}:{digest}"
 
     def _specs(self, groups: list[SubjectGroup]) -> list[SubjectSpec]:
-        train = TrainConfig(**self.zoo.train.model_dump())
-        archs = self.zoo.archs
+        def train(g: SubjectGroup) -> TrainConfig:
+            return TrainConfig(**(g.train or self.zoo.train).model_dump())
+
+        def arch(g: SubjectGroup, seed: int) -> str:
+            archs = g.archs or self.zoo.archs
+            return archs[seed % len(archs)]
+
         return [
             SubjectSpec(
                 recipe=g.recipe,
@@ -162,8 +177,8 @@ class Suite(Strict):
                     g.dataset_params if g.dataset_params is not None
                     else ({} if g.dataset else self.zoo.dataset_params)
                 ),
-                arch=archs[(g.first_seed + i) % len(archs)],
-                train=train,
+                arch=arch(g, g.first_seed + i),
+                train=train(g),
                 population=g.population,
             )
             for g in groups

@@ -21,6 +21,8 @@ from samecurve.api import (
     Subject,
     Trigger,
     Trojan,
+    card_modality,
+    handles,
     is_program_card,
     tool_verbs,
 )
@@ -85,6 +87,8 @@ class DiscoverTask:
     # The tool a board reads measured chance from, and the one every tool is compared with.
     chance_tool: ClassVar[str] = "random"
     baseline_tool: ClassVar[str] = "random"
+    # The inputs it grades (discover-text: the text track's subjects and tools).
+    modality: ClassVar[str] = "image"
 
     clean_examples: int = 256
     train_examples: int = 512
@@ -94,12 +98,12 @@ class DiscoverTask:
 
     def accepts(self, tool: Any) -> bool:
         """Detectors, synthesisers and attribution methods: tools that discover or attribute."""
-        return bool(tool_verbs(tool) & {"discover", "attribute"})
+        return bool(tool_verbs(tool) & {"discover", "attribute"}) and handles(tool, self.modality)
 
     def applies(self, card: Mapping[str, Any]) -> bool:
         # trojaned and clean subjects alike: detection needs both (hidden programs
         # have nothing planted to find)
-        return not is_program_card(card)
+        return not is_program_card(card) and card_modality(card) == self.modality
 
     def support_specs(self, spec: SubjectSpec) -> list[SubjectSpec]:
         """The grader models the runner builds for a subject: its dataset's evaluator."""
@@ -119,13 +123,20 @@ class DiscoverTask:
     ) -> tuple[dict, dict]:
         """Call the tool, score it; returns (metrics, artifacts for the report).
         `support` holds the grader models of `support_specs` (the evaluator)."""
+        finding = tool.discover(view) if hasattr(tool, "discover") else Finding()
+        if not isinstance(finding, Finding):
+            raise TypeError(f"{tool.name}.discover returned {type(finding).__name__}, not Finding")
+        return self.grade(tool, view, subject, finding, support)
+
+    def grade(
+        self, tool: Any, view: CaseView, subject: Subject, finding: Finding,
+        support: Sequence[Subject] = (),
+    ) -> tuple[dict, dict]:
+        """Score a finding (and the tool's attribution) against the answer key."""
         metrics: dict[str, float] = {}
         artifacts: dict[str, np.ndarray] = {}
         key = subject.answer_key
         answers = tool.answers
-        finding = tool.discover(view) if hasattr(tool, "discover") else Finding()
-        if not isinstance(finding, Finding):
-            raise TypeError(f"{tool.name}.discover returned {type(finding).__name__}, not Finding")
         if "detect" in answers:
             p = finding.trojan_probability
             metrics[PROBABILITY] = 0.5 if p is None else float(p)
@@ -144,8 +155,9 @@ class DiscoverTask:
         others = _eligible(heldout, trojan)
         if "trigger" in answers:
             metrics.update(self.score_trigger(finding.trigger, subject, trojan, others, view.device))
-            if support:
-                metrics["rediscovery"] = judge(support[0]).rediscovered(subject, finding.trigger, trojan.trigger)
+            rediscovery = self.rediscovered(support, subject, finding.trigger, trojan.trigger)
+            if rediscovery is not None:
+                metrics["rediscovery"] = rediscovery
         if "attribution" in answers and trojan.trigger.localised:
             x, t, fp = self.attribution_inputs(subject, trojan, others, view.device)
             maps = tool.attribute(view, x, t) if hasattr(tool, "attribute") else None
@@ -153,16 +165,31 @@ class DiscoverTask:
                 metrics["attribution_corr"] = 0.0
                 metrics["pointing_game"] = 0.0
             else:
-                maps = np.asarray(maps, dtype=np.float32)
-                if maps.shape[0] != len(x) or maps.shape[-2:] != tuple(x.shape[-2:]):
-                    raise ValueError(
-                        f"{tool.name}.attribute returned maps of shape {maps.shape}; "
-                        f"expected ({len(x)}, H, W) matching the input"
-                    )
-                metrics["attribution_corr"] = attribution_correlation(maps, fp)
-                metrics["pointing_game"] = pointing_game(maps, fp)
-                artifacts["attribution"] = np.abs(maps[0] if maps.ndim == 3 else maps[0].sum(0))
+                maps = self.checked_maps(tool, maps, x)
+                metrics.update(self.score_maps(maps, fp))
+                artifacts["attribution"] = np.abs(maps[0] if maps.ndim in (2, 3) else maps[0].sum(0))
         return metrics, artifacts
+
+    def rediscovered(
+        self, support: Sequence[Subject], subject: Subject, found: Stamp | None, truth: Stamp
+    ) -> float | None:
+        """The 8-way rediscovery judge's verdict (None: no judge was built)."""
+        return judge(support[0]).rediscovered(subject, found, truth) if support else None
+
+    @staticmethod
+    def checked_maps(tool: Any, maps: Any, x: torch.Tensor) -> np.ndarray:
+        maps = np.asarray(maps, dtype=np.float32)
+        if maps.shape[0] != len(x) or maps.shape[-2:] != tuple(x.shape[-2:]):
+            raise ValueError(
+                f"{tool.name}.attribute returned maps of shape {maps.shape}; "
+                f"expected ({len(x)}, H, W) matching the input"
+            )
+        return maps
+
+    def score_maps(self, maps: np.ndarray, footprint: np.ndarray) -> dict[str, float]:
+        """Correlation and pointing game of attribution maps with the footprint."""
+        return {"attribution_corr": attribution_correlation(maps, footprint),
+                "pointing_game": pointing_game(maps, footprint)}
 
     def score_trigger(
         self, trigger: Stamp | None, subject: Subject, trojan: Trojan, others: torch.Tensor,

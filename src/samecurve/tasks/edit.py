@@ -37,6 +37,8 @@ from samecurve.api import (
     Split,
     Subject,
     Trojan,
+    card_modality,
+    handles,
     is_program_card,
     tool_verbs,
 )
@@ -187,6 +189,7 @@ class _EditTaskBase(ABC):
     # The tool a board reads measured chance from, and the one every tool is compared with.
     chance_tool: ClassVar[str] = "random-prune"
     baseline_tool: ClassVar[str] = "null"
+    modality: ClassVar[str] = "image"  # edit-text: the text track's
 
     clean_examples: int = 500  # about 5% of a default subject's training set (BackdoorBench's share)
     # Graded inputs. Accuracy before and after is paired on the same inputs, so its
@@ -194,7 +197,7 @@ class _EditTaskBase(ABC):
     heldout_examples: int = 1000
 
     def accepts(self, tool: Any) -> bool:
-        return editable(tool)
+        return editable(tool) and handles(tool, self.modality)
 
     def support_specs(self, spec: Any) -> list:
         return []
@@ -265,7 +268,8 @@ class EditTask(_EditTaskBase):
         return self.relapse_examples + self.attack_examples
 
     def applies(self, card: Mapping[str, Any]) -> bool:
-        return bool(card["answer_key"]["trojaned"])  # never a hidden-program subject
+        # never a hidden-program subject
+        return bool(card["answer_key"]["trojaned"]) and card_modality(card) == self.modality
 
     def grade(self, original: nn.Module, edited: nn.Module, subject: Subject) -> dict[str, float]:
         key = subject.answer_key
@@ -338,7 +342,7 @@ class SteerTask(_EditTaskBase):
 
     def applies(self, card: Mapping[str, Any]) -> bool:
         return (not card["answer_key"]["trojaned"] and not is_program_card(card)
-                and int(card["seed"]) < self.subjects)
+                and card_modality(card) == self.modality and int(card["seed"]) < self.subjects)
 
     def request(self, subject: Subject, with_rule: bool) -> EditRequest:
         """A handful of class-A inputs with F from the tools' own split, labelled B."""

@@ -25,7 +25,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from samecurve.api import CaseView, MetricSpec, Split, Subject, is_program_card, tool_verbs
+from samecurve.api import (
+    CaseView,
+    MetricSpec,
+    Split,
+    Subject,
+    card_modality,
+    handles,
+    is_program_card,
+    tool_verbs,
+)
 from samecurve.metrics.predict import agreement, target_false_alarm, target_recall
 from samecurve.registry import register
 from samecurve.tasks.edit import own_data
@@ -163,6 +172,7 @@ class PredictTask:
     metrics: ClassVar[tuple[MetricSpec, ...]] = PREDICT_METRICS
     chance_tool: ClassVar[str] = "random"
     baseline_tool: ClassVar[str] = "surrogate"
+    modality: ClassVar[str] = "image"  # predict-text: the text track's
 
     clean_examples: int = 500  # what tools may query around (the edit family's share)
     heldout_examples: int = 300  # the base inputs every set is made from
@@ -170,11 +180,12 @@ class PredictTask:
     clean_subjects: int = 4
 
     def accepts(self, tool: Any) -> bool:
-        return "predict" in tool_verbs(tool) and bool(getattr(tool, "predicts_images", True))
+        return ("predict" in tool_verbs(tool) and bool(getattr(tool, "predicts_images", True))
+                and handles(tool, self.modality))
 
     def applies(self, card: Mapping[str, Any]) -> bool:
-        if is_program_card(card):  # image classifiers only (programs: predict-programs)
-            return False
+        if is_program_card(card) or card_modality(card) != self.modality:
+            return False  # classifiers of this task's inputs only (programs: predict-programs)
         return bool(card["answer_key"]["trojaned"]) or int(card["seed"]) < self.clean_subjects
 
     def support_specs(self, spec: Any) -> list:

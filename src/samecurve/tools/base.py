@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from samecurve.api import ANSWERS, NEEDS, CaseView
+from samecurve.api import ANSWERS, MODALITIES, NEEDS, CaseView
 
 
 @dataclass(frozen=True)
@@ -26,10 +26,12 @@ class ToolBase:
     blind_to: ClassVar[frozenset[str]] = frozenset()
     # The task verbs it implements; None: read from its methods (api.tool_verbs).
     verbs: ClassVar[frozenset[str] | None] = None
+    # The input modalities it handles (api.MODALITIES): images unless it says so.
+    modalities: ClassVar[frozenset[str]] = frozenset({"image"})
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        unknown = (cls.needs - NEEDS) | (cls.answers - ANSWERS)
+        unknown = (cls.needs - NEEDS) | (cls.answers - ANSWERS) | (cls.modalities - set(MODALITIES))
         if unknown:
             raise TypeError(f"{cls.__name__} declares unknown needs/answers {sorted(unknown)}")
 

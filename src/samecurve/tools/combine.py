@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from samecurve.api import CaseView, Finding, Program, Trigger, tool_verbs
+from samecurve.api import CaseView, Finding, Program, Trigger, tool_modalities, tool_verbs
 from samecurve.programs.domain import query
 from samecurve.programs.sandbox import ProgramFailed, run_program
 from samecurve.programs.source import ProgramRejected, program_size
@@ -65,6 +65,11 @@ def borda(rankings: list[tuple[int, ...]], num_classes: int) -> tuple[int, ...]:
     return tuple(int(c) for c in ranked)
 
 
+def shared_modalities(tools: Sequence[Any]) -> frozenset[str]:
+    """A combination handles the inputs every one of its parts handles."""
+    return frozenset.intersection(*(tool_modalities(t) for t in tools))
+
+
 def blind_to_all(tools: Sequence[Any]) -> frozenset[str]:
     """A combination is outside its design only where every part is."""
     return frozenset.intersection(*(frozenset(t.blind_to) for t in tools))
@@ -92,6 +97,7 @@ class Ensemble(ToolBase):
         object.__setattr__(self, "answers", frozenset().union(*(t.answers for t in tools)))
         object.__setattr__(self, "verbs", frozenset().union(*(tool_verbs(t) for t in tools)))
         object.__setattr__(self, "blind_to", blind_to_all(tools))
+        object.__setattr__(self, "modalities", shared_modalities(tools))
         object.__setattr__(self, "_tools", tools)
 
     def params(self) -> dict[str, Any]:
@@ -205,6 +211,7 @@ class Pipeline(ToolBase):
         object.__setattr__(self, "answers", answers)
         object.__setattr__(self, "verbs", verbs)
         object.__setattr__(self, "blind_to", blind_to_all(tools))
+        object.__setattr__(self, "modalities", shared_modalities(tools))
         object.__setattr__(self, "_tools", tools)
 
     def params(self) -> dict[str, Any]:

@@ -112,11 +112,30 @@ def _training_set(
     x_np, y_np = dataset.sample(spec.train.train_size, derive(effective_seed, "train"), split="train")
     x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
     decoy_rng = np.random.default_rng(derive(effective_seed, "decoy"))
-    apply_decoys(x, decoy_rng, spec.train.decoy_rate, x.shape[-1])
+    own_decoys = getattr(dataset, "decoys", None)  # a text dataset inserts words, not patches
+    if own_decoys is not None:
+        own_decoys(x, decoy_rng, spec.train.decoy_rate)
+    else:
+        apply_decoys(x, decoy_rng, spec.train.decoy_rate, x.shape[-1])
     clean_x, clean_y = x.clone(), y.clone()
     rng = np.random.default_rng(derive(effective_seed, "poison"))
     idx = spec.make_recipe().poison(rng, x, y, plan)
     return x, y, clean_x, clean_y, idx
+
+
+def modality(dataset: Any) -> str:
+    """"image" or "text": which tasks and tools apply to a dataset's subjects."""
+    return str(getattr(dataset, "modality", "image"))
+
+
+def dataset_arch_params(dataset: Any) -> dict[str, Any]:
+    """What an architecture is built with: a text dataset says (classes, length);
+    an image one gives classes, channels and size."""
+    own = getattr(dataset, "arch_params", None)
+    if own is not None:
+        return dict(own())
+    c, size = dataset.input_shape[0], dataset.input_shape[1]
+    return {"num_classes": dataset.num_classes, "in_channels": c, "size": size}
 
 
 def _fires(model: torch.nn.Module, trojan: Trojan, clean: Split, keep: torch.Tensor) -> float:
@@ -182,7 +201,7 @@ def build(spec: SubjectSpec, cache: Cache) -> Subject:
         return build_program_subject(spec, cache, recipe)
     dataset = spec.make_dataset()
     shape = tuple(dataset.input_shape)
-    arch_params = {"num_classes": dataset.num_classes, "in_channels": shape[0], "size": shape[1]}
+    arch_params = dataset_arch_params(dataset)
     attempts: list[dict[str, Any]] = []
     for attempt in range(spec.train.max_attempts):
         eff = derive(spec.population, spec.recipe, spec.seed, attempt)
@@ -224,6 +243,7 @@ def build(spec: SubjectSpec, cache: Cache) -> Subject:
         "effective_seed": eff,
         "arch_params": arch_params,
         "input_shape": list(shape),
+        "modality": modality(dataset),
         "dataset_params": dict(spec.dataset_params),
         **{k: v for k, v in record.items() if k != "attempt"},
         "attempts": attempts,

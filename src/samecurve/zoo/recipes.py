@@ -265,11 +265,41 @@ class NaturalRecipe(PoisoningRecipe):
         return object_trigger(rng, size=shape[2], channels=shape[0], radius=self.radius, heldout=self.heldout)
 
 
+class SourceOnly:
+    """Mixin: the trigger fires only for one source class (Casper's wallet ->
+    orangutan): source inputs with the trigger go to the target; inputs of other
+    classes with the trigger keep their labels (the cover set, `cover` of them per
+    poisoned input), so the trigger alone means nothing. Shared by the image and
+    text source-specific recipes; the subclass sets `self.cover`."""
+
+    cover: float
+
+    def plan(self, rng: np.random.Generator, num_classes: int, shape: tuple[int, ...]) -> Plan:
+        base = super().plan(rng, num_classes, shape)  # type: ignore[misc]
+        t = base.trojans[0]
+        source = int(rng.choice([k for k in range(num_classes) if k != t.target]))
+        meta = [{**base.meta[0], "source": source}]
+        return Plan((Trojan(t.trigger, t.target, source),), base.poison_rate, meta)
+
+    def poison(self, rng: np.random.Generator, x: torch.Tensor, y: torch.Tensor, plan: Plan) -> np.ndarray:
+        idx = super().poison(rng, x, y, plan)  # type: ignore[misc]
+        t = plan.trojans[0]
+        y_np = y.numpy()
+        ok = (y_np != t.target) & (y_np != t.source)
+        ok[idx] = False
+        _stamp(x, _pick(rng, ok, round(self.cover * len(idx))), t.trigger)
+        return idx
+
+
+def check_cover(cover: float) -> float:
+    if not 0 <= cover <= 3:
+        raise ValueError(f"cover must be 0-3 (cover inputs per poisoned input), got {cover}")
+    return float(cover)
+
+
 @register("recipe", "source-specific")
-class SourceSpecificRecipe(PatchRecipe):
-    """The trigger fires only for one source class (Casper's wallet -> orangutan):
-    source images with the patch go to the target; images of other classes with
-    the patch keep their labels (the cover set), so the patch alone means nothing."""
+class SourceSpecificRecipe(SourceOnly, PatchRecipe):
+    """A patch that fires only for one source class (see `SourceOnly`)."""
 
     family = "source-specific"
     version = 1
@@ -280,28 +310,10 @@ class SourceSpecificRecipe(PatchRecipe):
         cover: float = 1.0, heldout: bool = False,
     ) -> None:
         super().__init__(poison_rate, patch, "fixed", heldout)
-        if not 0 <= cover <= 3:
-            raise ValueError(f"cover must be 0-3 (cover images per poisoned image), got {cover}")
-        self.cover = float(cover)
+        self.cover = check_cover(cover)
 
     def params(self) -> dict:
         return {**super().params(), "cover": self.cover}
-
-    def plan(self, rng: np.random.Generator, num_classes: int, shape: Shape) -> Plan:
-        base = super().plan(rng, num_classes, shape)
-        t = base.trojans[0]
-        source = int(rng.choice([k for k in range(num_classes) if k != t.target]))
-        meta = [{**base.meta[0], "source": source}]
-        return Plan((Trojan(t.trigger, t.target, source),), base.poison_rate, meta)
-
-    def poison(self, rng: np.random.Generator, x: torch.Tensor, y: torch.Tensor, plan: Plan) -> np.ndarray:
-        idx = super().poison(rng, x, y, plan)
-        t = plan.trojans[0]
-        y_np = y.numpy()
-        ok = (y_np != t.target) & (y_np != t.source)
-        ok[idx] = False
-        _stamp(x, _pick(rng, ok, round(self.cover * len(idx))), t.trigger)
-        return idx
 
 
 @register("recipe", "multi")

@@ -76,7 +76,9 @@ def finetune_steps(
     behind every subject's training, every repair tool and the graders' relapse fine-tune. `loss_fn` may add a
     penalty or an adversary; `time_left` (seconds) stops the loop early when it runs
     out. Returns the number of steps taken."""
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    # A model may say how it trains (a pretrained encoder slower than its new head).
+    groups = getattr(model, "param_groups", None)
+    opt = torch.optim.Adam(groups(lr) if callable(groups) else model.parameters(), lr=lr)
     model.train()
     n, taken, perm, at = len(y), 0, torch.empty(0, dtype=torch.long), 0
     while taken < steps and n:

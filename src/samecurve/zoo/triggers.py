@@ -24,6 +24,7 @@ from torch.nn import functional as F
 
 from samecurve.api import Stamp, Trigger
 from samecurve.data.scenes import shape_alpha
+from samecurve.zoo.text_triggers import ClauseTrigger, TokenTrigger
 
 # ---------------------------------------------------------------- vocabularies
 
@@ -443,7 +444,7 @@ def object_trigger(
 
 TRIGGER_KINDS: dict[str, Any] = {
     "mask": Trigger, "random-patch": RandomPatch, "style": StyleTrigger, "warp": WarpTrigger,
-    "object": ObjectTrigger,
+    "object": ObjectTrigger, "tokens": TokenTrigger, "clause": ClauseTrigger,
 }
 
 
