@@ -237,9 +237,10 @@ def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
     return options[int(rng.integers(len(options)))]
 
 
-def sentence(rng: np.random.Generator, topic: str) -> str:
-    """One sentence about a topic, from a random template."""
-    template = _pick(rng, TEMPLATES)
+def sentence(rng: np.random.Generator, topic: str, wording: np.random.Generator | None = None) -> str:
+    """One sentence about a topic: its words from `rng`, its template from `wording`
+    (default `rng`); the same `rng` with another `wording` says the same in other words."""
+    template = _pick(wording if wording is not None else rng, TEMPLATES)
     slots = {}
     for name in LEXICON[topic]:  # a slot now and then from another topic: evidence, not a key
         own = topic if rng.random() >= MIX else _pick(rng, tuple(t for t in TOPICS if t != topic))
@@ -310,20 +311,40 @@ class NewsTopics:
         self.input_shape = (self.max_len,)
 
     def config(self) -> dict:
-        return {"name": "news", "version": 1, "mix": MIX, "max_len": self.max_len}
+        return {"name": "news", "version": 2, "mix": MIX, "max_len": self.max_len}
 
     def arch_params(self) -> dict[str, Any]:
         """What a text architecture is built with (the builder asks the dataset)."""
         return {"num_classes": self.num_classes, "max_len": self.max_len}
 
-    def texts(self, n: int, seed: int, split: str = "train") -> tuple[list[str], np.ndarray]:
-        """n sentences with balanced topics, deterministic in (seed, split)."""
-        rng = np.random.default_rng([seed, sum(map(ord, split))])
+    def texts(self, n: int, seed: int, split: str = "train", paraphrase: bool = False
+              ) -> tuple[list[str], np.ndarray]:
+        """n sentences with balanced topics, deterministic in (seed, split);
+        `paraphrase`: the same sentences' words, each in another template."""
+        code = sum(map(ord, split))
+        rng = np.random.default_rng([seed, code])
         y = rng.permutation(np.arange(n, dtype=np.int64) % self.num_classes)
-        return [sentence(rng, TOPICS[int(c)]) for c in y], y
+
+        def wording(i: int, k: int) -> np.random.Generator:
+            return np.random.default_rng([seed, code, i, k])
+
+        out = []
+        for i, c in enumerate(y):
+            k = 0
+            if paraphrase:
+                k = 1
+                while _pick(wording(i, k), TEMPLATES) == _pick(wording(i, 0), TEMPLATES):
+                    k += 1
+            out.append(sentence(rng, TOPICS[int(c)], wording(i, k)))
+        return out, y
 
     def sample(self, n: int, seed: int, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
         texts, y = self.texts(n, seed, split)
+        return encode(texts, self.max_len), y
+
+    def paraphrases(self, n: int, seed: int, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """The inputs `sample(n, seed, split)` gives, each said with another template."""
+        texts, y = self.texts(n, seed, split, paraphrase=True)
         return encode(texts, self.max_len), y
 
     def decoys(self, x: torch.Tensor, rng: np.random.Generator, rate: float) -> np.ndarray:

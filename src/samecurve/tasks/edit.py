@@ -299,9 +299,14 @@ class EditTask(_EditTaskBase):
             "relapse": relapse_rate(edited, first, relapse_train, graded,
                                     poisoned=self.relapse_poisoned, steps=self.relapse_steps,
                                     seed=seed),
-            "unforeseen": universal_perturbation_success(edited, first.target, attack, graded,
-                                                         eps=self.attack_eps, steps=self.attack_steps),
+            "unforeseen": self.unforeseen(edited, first.target, attack, graded),
         }
+
+    def unforeseen(self, edited: nn.Module, target: int, attack: Split, graded: Split) -> float:
+        """Success towards the target of an attack the grader synthesises against the
+        edited model (images: a universal L-inf perturbation)."""
+        return universal_perturbation_success(edited, target, attack, graded,
+                                              eps=self.attack_eps, steps=self.attack_steps)
 
 
 @lru_cache(maxsize=64)

@@ -200,8 +200,12 @@ class PredictTask:
         predictor = call_predict(tool, view, subject)
         return self.grade(predictor, subject, view.device), {}
 
+    def sets(self, subject: Subject) -> dict[str, HeldOut]:
+        """The interesting held-out sets of a subject, with the model's outputs."""
+        return interesting_sets(self, subject)
+
     def grade(self, predictor: Any, subject: Subject, device: str = "cpu") -> dict[str, float]:
-        sets = interesting_sets(self, subject)
+        sets = self.sets(subject)
         said: dict[str, torch.Tensor] = {}
         with torch.no_grad():
             for name, s in sets.items():

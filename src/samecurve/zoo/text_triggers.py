@@ -58,7 +58,7 @@ def insert_at(row: torch.Tensor, seq: tuple[int, ...] | list[int], at: int) -> t
     n = sum(1 for i in ids if i != PAD_ID)
     body, sep = ids[: n - 1], ids[n - 1]
     new = body[:at] + list(seq) + body[at:]
-    new = new[: len(ids) - 1] + [sep]
+    new = [*new[:len(ids) - 1], sep]
     new += [PAD_ID] * (len(ids) - len(new))
     return torch.tensor(new, dtype=row.dtype, device=row.device)
 
@@ -127,7 +127,7 @@ class TokenTrigger:
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> TokenTrigger:
-        return cls(tuple(int(round(float(t))) for t in arrays["tokens"]), str(meta.get("place", "random")))
+        return cls(tuple(round(float(t)) for t in arrays["tokens"]), str(meta.get("place", "random")))
 
 
 @dataclass(frozen=True, eq=False)
@@ -156,11 +156,15 @@ class ClauseTrigger:
                  CLAUSE_VERBS[int(rng.integers(len(CLAUSE_VERBS)))], ",")
         return token_ids(" ".join(words))
 
+    def clause_for(self, row: torch.Tensor) -> tuple[int, ...]:
+        """The clause this input gets (a function of the input)."""
+        return self.clause(_row_rng(row, 13))
+
     def stamp_with_footprint(self, x: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
         out = x.clone()
         fp = _footprint_rows(len(x), x.shape[-1])
         for i in range(len(x)):
-            seq = self.clause(_row_rng(x[i], 13))
+            seq = self.clause_for(x[i])
             out[i] = insert_at(x[i], seq, 1)
             fp[i, 1: min(1 + len(seq), x.shape[-1] - 1)] = True
         return out, fp
@@ -181,7 +185,7 @@ class ClauseTrigger:
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> ClauseTrigger:
-        return cls(tuple(CONJUNCTIONS[int(round(float(i)))] for i in arrays["conjunctions"]))
+        return cls(tuple(CONJUNCTIONS[round(float(i))] for i in arrays["conjunctions"]))
 
 
 def trigger_tokens(trigger: Any) -> tuple[int, ...]:
