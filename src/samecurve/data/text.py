@@ -222,6 +222,15 @@ def continuation_mask() -> np.ndarray:
     return out
 
 
+@lru_cache(maxsize=1)
+def whole_words() -> np.ndarray:
+    """Ids of the vocabulary's whole lower-case words (no "##" pieces, no [unused],
+    punctuation or digits): what a trigger search or a random trigger draws from."""
+    vocab = tokenizer().get_vocab()
+    return np.asarray(sorted(i for t, i in vocab.items() if t.isalpha() and t.isascii()
+                             and t.islower() and not t.startswith("[")), dtype=np.int64)
+
+
 def special_ids() -> tuple[int, int, int]:
     """(pad, cls, sep)."""
     tok = tokenizer()

@@ -18,7 +18,7 @@ from samecurve.tools.combine import parse_ensemble, parse_pipeline
 from samecurve.zoo.builder import SubjectSpec
 from samecurve.zoo.train import TrainConfig
 
-BUILTIN_SUITES = ("smoke", "default", "full", "replace")
+BUILTIN_SUITES = ("smoke", "default", "full", "replace", "text")
 
 
 class SuiteError(ValueError):

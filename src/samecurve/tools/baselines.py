@@ -28,11 +28,13 @@ from samecurve.api import (
     Trigger,
     Trojan,
 )
+from samecurve.data.text import whole_words
 from samecurve.registry import register
 from samecurve.tools.base import ToolBase
 from samecurve.tools.edit.base import editable_copy, repair_data
 from samecurve.tools.predict.programs import ProgramPredictor, fit_tabular_surrogate
 from samecurve.tools.predict.rules import rule_predictor
+from samecurve.zoo.text_triggers import TokenTrigger
 from samecurve.zoo.train import finetune_steps
 
 ALL_ANSWERS = ANSWERS
@@ -45,6 +47,7 @@ class Oracle(ToolBase):
 
     kind = "oracle"
     needs = frozenset({"answer_key", "weights", "gradients", "clean_data"})
+    modalities = frozenset({"image", "text"})
     answers = ALL_ANSWERS
     predicts_programs = True
     # Its repair: unlearning with the true trigger(s), or training on the true steer
@@ -126,6 +129,7 @@ class Null(ToolBase):
     """Answers nothing: every metric must put it at the floor."""
 
     kind = "baseline"
+    modalities = frozenset({"image", "text"})
     answers = ALL_ANSWERS
     predicts_programs = True  # the hidden rule's output: a network without flaw
 
@@ -172,6 +176,7 @@ class Random(ToolBase):
     """Guesses from the case seed alone: every metric must put it at chance."""
 
     kind = "baseline"
+    modalities = frozenset({"image", "text"})
     answers = DISCOVER_ANSWERS | {"predict", "replace"}
     predicts_programs = True
     min_patch: int = 3
@@ -179,6 +184,14 @@ class Random(ToolBase):
 
     def discover(self, view: CaseView) -> Finding:
         rng = view.rng()
+        if view.modality == "text":  # one to three whole words drawn from the vocabulary
+            words_ = whole_words()
+            words = rng.choice(len(words_), size=int(rng.integers(1, 4)), replace=False)
+            return Finding(
+                trojan_probability=float(rng.uniform()),
+                targets=tuple(int(t) for t in rng.permutation(view.num_classes)),
+                trigger=TokenTrigger(tuple(int(words_[i]) for i in words)),
+            )
         c, h, w = view.input_shape
         size = int(rng.integers(self.min_patch, self.max_patch + 1))
         top, left = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
@@ -192,6 +205,9 @@ class Random(ToolBase):
         )
 
     def attribute(self, view: CaseView, inputs: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
+        if view.modality == "text":  # a score per token, none on padding
+            scores = view.rng(1).uniform(size=tuple(inputs.shape)).astype(np.float32)
+            return scores * (inputs.cpu().numpy() != 0)
         _, h, w = view.input_shape
         return view.rng(1).uniform(size=(len(inputs), h, w)).astype(np.float32)
 
