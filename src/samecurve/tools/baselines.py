@@ -34,7 +34,7 @@ from samecurve.tools.base import ToolBase
 from samecurve.tools.edit.base import editable_copy, repair_data
 from samecurve.tools.predict.programs import ProgramPredictor, fit_tabular_surrogate
 from samecurve.tools.predict.rules import rule_predictor
-from samecurve.zoo.text_triggers import TokenTrigger
+from samecurve.zoo.text_triggers import TokenTrigger, locate
 from samecurve.zoo.train import finetune_steps
 
 ALL_ANSWERS = ANSWERS
@@ -66,6 +66,8 @@ class Oracle(ToolBase):
     def attribute(self, view: CaseView, inputs: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
         key = view.answer_key
         assert key is not None and key.trigger is not None
+        if view.modality == "text":  # the trigger's tokens, read off each input
+            return locate(key.trigger, inputs).astype(np.float32)
         # Every pixel the trigger may touch: exact for a trigger that lands in one
         # place, the whole reachable region for one that moves (the key does not say
         # where it landed in each input).

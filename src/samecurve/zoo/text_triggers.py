@@ -200,3 +200,26 @@ def trigger_tokens(trigger: Any) -> tuple[int, ...]:
 def trigger_text(trigger: Any) -> str:
     """What a person would read as the trigger."""
     return str(getattr(trigger, "text", ""))
+
+
+def locate(trigger: Any, x: torch.Tensor) -> np.ndarray:
+    """(N, L) bool: where the trigger sits in each input, found by reading the ids (a
+    token sequence wherever it occurs; a clause trigger's fronted clause, from its
+    conjunction right after [CLS] through its comma)."""
+    ids = x.cpu().numpy()
+    out = np.zeros(ids.shape, bool)
+    if isinstance(trigger, TokenTrigger):
+        seq = np.asarray(trigger.tokens)
+        n = len(seq)
+        for i, row in enumerate(ids):
+            for at in range(1, len(row) - n + 1):
+                if (row[at:at + n] == seq).all():
+                    out[i, at:at + n] = True
+    elif isinstance(trigger, ClauseTrigger):
+        starts = {token_ids(c)[0] for c in trigger.conjunctions}
+        comma = token_ids(",")[0]
+        for i, row in enumerate(ids):
+            commas = np.flatnonzero(row == comma)
+            if row[1] in starts and len(commas):
+                out[i, 1:commas[0] + 1] = True
+    return out
