@@ -321,9 +321,9 @@ def zoo_show(
     cache: Annotated[Path | None, typer.Option(help="subject cache")] = None,
 ) -> None:
     """Print a subject's card and write its example image (clean, triggered, footprint)."""
-    from samecurve.api import is_program_card
+    from samecurve.api import card_modality, is_program_card
     from samecurve.zoo.cache import Cache, CorruptSubject
-    from samecurve.zoo.population import write_example
+    from samecurve.zoo.population import text_example, write_example
 
     c = Cache(cache) if cache else Cache()
     if not c.has(subject_id):
@@ -332,6 +332,11 @@ def zoo_show(
         card = c.load_card(subject_id)
         if is_program_card(card):  # nothing to draw: the card holds the hidden program
             out.print_json(json.dumps(card))
+            return
+        if card_modality(card) == "text":  # an example sentence, without and with the trigger
+            out.print_json(json.dumps(card))
+            for line in text_example(c, subject_id):
+                out.print(line, markup=False)
             return
         path = write_example(c, subject_id, image or Path(f"{subject_id}.png"))
     except CorruptSubject as exc:

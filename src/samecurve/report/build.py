@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from samecurve import __version__
-from samecurve.api import MetricSpec, is_program_card, task_accepts
+from samecurve.api import MetricSpec, card_modality, is_program_card, task_accepts
 from samecurve.registry import get
 from samecurve.report.html import count, fmt, render_report
 from samecurve.report.model import (
@@ -27,6 +27,7 @@ from samecurve.report.model import (
     RecoveredProgram,
     ReportData,
     TaskSection,
+    TextTriggerItem,
     ToolOutput,
     ToolRow,
 )
@@ -144,7 +145,8 @@ def _gallery(run: RunData, task: str, limit: int = 12) -> list[GalleryItem]:
     names = getattr(dataset, "class_names", ())
     seed = run.suite.seeds[0]
     items = []
-    trojaned = [i for i, c in run.cards.items() if c["answer_key"]["trojaned"]]
+    trojaned = [i for i, c in run.cards.items()
+                if c["answer_key"]["trojaned"] and card_modality(c) == "image"]
     for sid in sorted(trojaned, key=lambda i: (run.cards[i]["family"], i))[:limit]:
         card, arrays = run.cards[sid], run.arrays[sid]
         target = int(card["answer_key"]["target"])
@@ -183,6 +185,44 @@ def _gallery(run: RunData, task: str, limit: int = 12) -> list[GalleryItem]:
                 outputs=outputs,
             )
         )
+    return items
+
+
+TEXT_TASK = "discover-text"
+
+
+def _text_triggers(run: RunData) -> list[TextTriggerItem]:
+    """Per trojaned text subject: the planted trigger in a sentence beside every
+    tool's recovered trigger (the text track's gallery)."""
+    from samecurve.data.text import decode
+
+    items = []
+    seed = run.suite.seeds[0]
+    for sid, card in sorted(run.cards.items(), key=lambda kv: (kv[1]["family"], kv[0])):
+        if card_modality(card) != "text" or not card["answer_key"]["trojaned"]:
+            continue
+        arrays = run.arrays.get(sid, {})
+        if "clean_example" not in arrays:
+            continue
+        names = getattr(get("dataset", card["dataset"])(**card["dataset_params"]), "class_names", ())
+        target = int(card["answer_key"]["target"])
+        recovered = []
+        for t in run.suite.tools:
+            cell = next((c for c in run.cells.get((TEXT_TASK, t.display), [])
+                         if c.key.subject == sid and c.key.seed == seed), None)
+            if cell is None or "token_exact" not in cell.metrics:
+                continue  # the tool does not recover triggers, or did not run here
+            tokens = cell.artifacts.get("trigger_tokens")
+            chosen = cell.metrics.get("rediscovery")
+            text = decode(tokens[None])[0] if tokens is not None and len(tokens) else None
+            recovered.append((t.display, text, None if chosen is None else bool(chosen)))
+        clean, triggered = decode(np.stack([arrays["clean_example"], arrays["triggered_example"]]))
+        items.append(TextTriggerItem(
+            subject=sid, family=card["family"],
+            target_name=names[target] if target < len(names) else str(target),
+            true_trigger=str((card["answer_key"]["trigger"] or {}).get("text", "")),
+            clean_example=clean, triggered_example=triggered, recovered=recovered,
+        ))
     return items
 
 
@@ -343,6 +383,7 @@ def report_data(run: RunData, all_boards: Sequence[Board]) -> ReportData:
         tasks=sections,
         gallery=_gallery(run, MAIN_TASK) if has_main else [],
         programs=_programs(run),
+        text_triggers=_text_triggers(run),
     )
 
 

@@ -144,6 +144,21 @@ class ProgramItem:
 
 
 @dataclass(frozen=True, eq=False)
+class TextTriggerItem:
+    """One trojaned text subject: the planted trigger in an example sentence, and what
+    each trigger-recovering tool returned (None: no trigger) and whether the judge
+    picked the planted one from it."""
+
+    subject: str
+    family: str
+    target_name: str
+    true_trigger: str
+    clean_example: str
+    triggered_example: str
+    recovered: Sequence[tuple[str, str | None, bool | None]]  # (tool, trigger text, rediscovered)
+
+
+@dataclass(frozen=True, eq=False)
 class ReportData:
     """Everything one report shows; rows are already ordered by the caller. The first
     task is the main one (drawn with charts, followed by the gallery)."""
@@ -155,3 +170,4 @@ class ReportData:
     tasks: Sequence[TaskSection]
     gallery: Sequence[GalleryItem] = ()
     programs: Sequence[ProgramItem] = ()  # the replace task's subjects, if it ran
+    text_triggers: Sequence[TextTriggerItem] = ()  # the text track's trojaned subjects

@@ -81,6 +81,15 @@ class DiscoverTextTask(DiscoverTask):
     def support_specs(self, spec: Any) -> list:
         return []  # the judge is the pretrained MiniLM itself, not a built subject
 
+    def grade(
+        self, tool: Any, view: Any, subject: Subject, finding: Any, support: Sequence[Subject] = (),
+    ) -> tuple[dict, dict]:
+        metrics, artifacts = super().grade(tool, view, subject, finding, support)
+        tokens = trigger_tokens(finding.trigger)
+        if tokens:  # the report's text gallery shows it
+            artifacts["trigger_tokens"] = np.asarray(tokens, dtype=np.int64)
+        return metrics, artifacts
+
     def score_trigger(
         self, trigger: Stamp | None, subject: Subject, trojan: Trojan, others: torch.Tensor,
         device: str,

@@ -89,6 +89,20 @@ def cached_cards(cache: Cache) -> Iterator[dict[str, Any]]:
         yield cache.load_card(subject_id)
 
 
+def text_example(cache: Cache, subject_id: str) -> list[str]:
+    """A text subject's example: a held-out sentence, and the same with its trigger."""
+    from samecurve.data.text import decode
+    from samecurve.run.runner import gallery_arrays
+
+    subject = cache.load(subject_id)
+    arrays = gallery_arrays(subject)
+    lines = [f"clean:     {decode(arrays['clean_example'][None])[0]}"]
+    if "triggered_example" in arrays:
+        target = subject.answer_key.target
+        lines.append(f"triggered: {decode(arrays['triggered_example'][None])[0]}  (-> class {target})")
+    return lines
+
+
 def write_example(cache: Cache, subject_id: str, path: str | Path) -> Path:
     """A PNG of one subject: a clean input, the same input triggered, and the footprint."""
     from samecurve.report.figures import example_row
