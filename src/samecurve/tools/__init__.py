@@ -18,6 +18,7 @@ from samecurve.tools import (
     replace,
     strip,
     tabor,
+    text,
     weight_stats,
 )
 
@@ -25,6 +26,6 @@ __all__ = [
     "attribution", "baselines", "class_synthesis", "combine", "edit", "example_search",
     "feature_level_adversary", "k_arm", "layer_norms", "meta_classifier",
     "natural_patch_search", "neural_cleanse", "poison_detectors", "predict", "replace", "strip",
-    "tabor",
+    "tabor", "text",
     "weight_stats",
 ]
