@@ -139,7 +139,8 @@ def search_trigger(
     drawn per candidate from `generator`); the search moves to the best swap while it
     lowers the loss. Stops early once every batch row flips with confidence, when a
     one-token search has no better swap left, or when `time_left()` (seconds, if
-    given) runs short. Deterministic under the generator's seed.
+    given) is less than the last step took. Deterministic under the generator's seed
+    (unless the clock stops it).
 
     Returns the best trigger's tokens and its attack success on all of x (the share
     of x that TokenTrigger(tokens).stamp sends to target)."""
@@ -156,30 +157,36 @@ def search_trigger(
         current = vocab[torch.randint(len(vocab), (length,), generator=generator).to(x.device)]
         loss, _ = _losses(model, _write(stamped, pos, valid, current[None]), target, 1)
         best_loss, best = float(loss[0]), current.clone()
+        gain: torch.Tensor | None = None  # per slot and word, for the current trigger
+        step_seconds = 0.0  # how long the last step took: the next must fit in what is left
         for _ in range(steps):
-            if time_left is not None and time_left() < MARGIN_SECONDS:
+            if time_left is not None and time_left() < max(MARGIN_SECONDS, step_seconds):
                 break
-            grad = _slot_gradient(model, table, _write(stamped, pos, valid, current[None]), pos,
-                                  valid, target)
-            # First-order change of the loss if token v took slot j: grad_j . (E_v - E_cur_j);
-            # E_cur_j is the same for every v, so ranking by -grad_j . E_v is enough.
-            gain = -(grad @ weights.T)  # (length, V')
-            gain[torch.arange(length), torch.searchsorted(vocab, current)] = -float("inf")
+            started = time.monotonic()
+            if gain is None:
+                grad = _slot_gradient(model, table, _write(stamped, pos, valid, current[None]),
+                                      pos, valid, target)
+                # First-order change of the loss if word v took slot j: grad_j . (E_v - E_cur_j);
+                # E_cur_j is the same for every v, so ranking by -grad_j . E_v is enough.
+                gain = -(grad @ weights.T)  # (length, V')
+                gain[torch.arange(length, device=x.device), torch.searchsorted(vocab, current)] = -float("inf")
             if length == 1:
-                cands = vocab[gain[0].topk(candidates).indices][:, None]
+                cands = vocab[gain[0].topk(min(candidates, gain.shape[1])).indices][:, None]
             else:
-                best_k = gain.topk(top_k, dim=1).indices  # (length, top_k)
-                slots = torch.randint(length, (candidates,), generator=generator)
-                picks = torch.randint(top_k, (candidates,), generator=generator)
+                best_k = gain.topk(min(top_k, gain.shape[1]), dim=1).indices  # (length, top_k)
+                slots = torch.randint(length, (candidates,), generator=generator).to(x.device)
+                picks = torch.randint(best_k.shape[1], (candidates,), generator=generator).to(x.device)
                 cands = current[None].repeat(candidates, 1)
-                cands[torch.arange(candidates), slots] = vocab[best_k[slots, picks]]
+                cands[torch.arange(candidates, device=x.device), slots] = vocab[best_k[slots, picks]]
             losses, hits = _losses(model, _write(stamped, pos, valid, cands), target, len(cands))
+            step_seconds = time.monotonic() - started
             i = int(losses.argmin())
             if float(losses[i]) >= best_loss:
                 if length == 1:
                     break  # the best one-token swaps are no better: a local optimum
-                continue
+                continue  # draw other swaps from the same gradient
             best_loss, best, current = float(losses[i]), cands[i].clone(), cands[i].clone()
+            gain = None
             if float(hits[i]) == 1.0 and best_loss < 0.05:
                 break
         tokens = tuple(int(t) for t in best)
@@ -213,7 +220,7 @@ class HotFlip(ToolBase):
     length where it is widest, through a logistic. With four classes a MAD anomaly
     index rests on a median of four numbers (it put a tiny clean subject at 2.8,
     over Neural Cleanse's threshold); the margin did not: over six seeds it was
-    0.02-0.19 on the two tiny clean subjects, 0.29-0.40 on the phrase subject and
+    0.02-0.21 on the two tiny clean subjects, 0.29-0.40 on the phrase subject and
     0.62-0.71 on the rare-token one. The suspect's trigger is its best at any
     length (by success on the search inputs)."""
 
@@ -230,6 +237,7 @@ class HotFlip(ToolBase):
     search_share: float = 0.5  # share of each class's other-class inputs searched on; the rest checks
     margin_centre: float = 0.25  # flip-rate margin read as probability 0.5
     margin_scale: float = 0.1
+    reserve: float = 0.1  # share of the time budget left for the task's grading
 
     def discover(self, view: CaseView) -> Finding:
         model = view.model
@@ -237,6 +245,10 @@ class HotFlip(ToolBase):
         y_all = view.clean.y.to(x_all.device)
         k, n_len = view.num_classes, len(self.lengths)
         g = view.generator(17)
+        # The discover task grades on the tool's clock (the trigger's efficacy, the judge):
+        # leave it a share of the budget.
+        spend_until = time.monotonic() + view.time_left() - max(MARGIN_SECONDS,
+                                                                  self.reserve * view.budget.seconds)
         # rates[l, t]: held-out flip rate to t of the best trigger of length <= lengths[l].
         rates = np.zeros((n_len, k))
         found: list[list[tuple[int, ...] | None]] = [[None] * k for _ in range(n_len)]
@@ -246,13 +258,13 @@ class HotFlip(ToolBase):
             cut = max(1, round(self.search_share * len(others)))
             x_search, x_check = others[order[:cut]], others[order[cut:]]
             x_check = x_check if len(x_check) else x_search
-            class_end = time.monotonic() + max(view.time_left() - MARGIN_SECONDS, 0.0) / (k - t)
+            class_end = time.monotonic() + max(spend_until - time.monotonic(), 0.0) / (k - t)
             best: tuple[tuple[int, ...], float, float] | None = None  # tokens, search, check
             for li, length in enumerate(self.lengths):
                 if best is None or best[1] < self.enough:
                     # An even share of this class's time for each length still to try.
                     end = time.monotonic() + max(class_end - time.monotonic(), 0.0) / (n_len - li)
-                    if view.time_left() < MARGIN_SECONDS:
+                    if spend_until - time.monotonic() < MARGIN_SECONDS:
                         break
                     tokens, hit = search_trigger(
                         model, x_search, t, length=length, steps=self.steps,
