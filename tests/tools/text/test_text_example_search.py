@@ -1,9 +1,12 @@
 """text-example-search, the query-only baseline, on the tiny text population.
 Measured (tiny-bert, case seeds 0-5): on the rare-token subject it ranks the
-target first and returns the planted word "cf" (alone, or with one other word)
-at every seed, flip rate 1.0, trojan probability 0.96; on the two clean subjects
-the best word it finds (a topic word) flips at most 77% of inputs (probability
-at most 0.56, mostly under 0.1). About 1 s and ~7,700 queries a subject."""
+target first and returns the planted word "cf" at every seed, flip rate 0.9-1.0,
+trojan probability 0.87-0.96; on the two clean subjects the best word or pair it
+finds (topic words) flips at most 64% of inputs (probability at most 0.19). About
+1.5 s and ~7,700 queries a subject (a MiniLM subject: the whole vocabulary in
+~105 s of a 120 s budget on one thread, "cf" found, probability 0.96; clean 0.02).
+It cannot reach a trigger that works only as a phrase: on the tiny phrase subject
+it ranks the target first at 4 seeds of 6."""
 
 from __future__ import annotations
 

@@ -20,10 +20,10 @@ class random words flip inputs to least). So the search screens the whole vocabu
    model did not already put in that class that the word sends there. Classes are
    ranked by it; the top class is the suspect and its word the trigger, and the
    trojan probability is a logistic read of that flip rate (a trojan's word flips
-   nearly every input; on the tiny clean subjects the best natural word found, a
-   topic word like "military", flipped at most 58%, and the runner-up margin, which
-   depends on which classes' natural words the random screen happened to keep,
-   flagged two clean subjects in twelve cases).
+   nearly every input; on the tiny clean subjects, six seeds each, the best natural
+   word or pair found, topic words like "listed profitable", flipped at most 71%,
+   and the runner-up margin, which depends on which classes' natural words the
+   random screen happened to keep, flagged two clean cases in twelve).
 
 Inserting 8 random words at once flips about one clean input in ten to the
 classes that attract random words (natural sinks); a trojan's rare word flips
@@ -46,6 +46,10 @@ from samecurve.registry import register
 from samecurve.tools.base import ToolBase, clean_inputs
 from samecurve.tools.text.trigger_search import trigger_slots, whole_word_ids
 from samecurve.zoo.text_triggers import TokenTrigger
+
+# Share of the first round's groups a re-test round tries again, at most (measured on
+# the tiny subjects: 17-23% of groups flip one of their two inputs).
+RETEST_SHARE = 0.25
 
 
 def insert_rows(x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -92,7 +96,7 @@ class TextExampleSearch(ToolBase):
     confirm: int = 64  # words tested alone
     confirm_inputs: int = 16
     pair_words: int = 6  # the best words whose ordered pairs are tested too
-    screen_share: float = 0.6  # of the time budget, at most, for the screen
+    reserve: float = 0.1  # share of the time budget left for the task's grading
     rate_centre: float = 0.75  # the suspect word's flip rate read as probability 0.5
     rate_scale: float = 0.08
 
@@ -101,15 +105,20 @@ class TextExampleSearch(ToolBase):
         x = clean_inputs(view)
         g = view.generator(23)
         before = predictions(model, x)
-        survivors, persistence = self.screen(view, x, before, g)
+        # The discover task grades on the tool's clock: leave it a share of the budget.
+        spend_until = time.monotonic() + view.time_left() - self.reserve * view.budget.seconds
+        survivors, persistence, screened = self.screen(view, x, before, g, spend_until)
+        rows = torch.randperm(len(x), generator=g)[: self.confirm_inputs]
         words = survivors[: self.confirm]
-        rates = self.flip_rates(model, x, before, words[:, None], k, g) if len(words) else np.zeros((0, k))
+        rates = self.flip_rates(model, x[rows], before[rows], words[:, None], k, spend_until)
+        words = words[: len(rates)]  # those the clock left time for
         cands: list[tuple[int, ...]] = [(int(w),) for w in words]
-        if len(words) > 1 and view.time_left() > 1.0:
+        if len(words) > 1:
             best = words[np.argsort(-rates.max(1), kind="stable")[: self.pair_words]]
             pairs = torch.tensor([(int(a), int(b)) for a in best for b in best if a != b])
-            rates = np.concatenate([rates, self.flip_rates(model, x, before, pairs, k, g)])
-            cands += [tuple(int(t) for t in p) for p in pairs]
+            pair_rates = self.flip_rates(model, x[rows], before[rows], pairs, k, spend_until)
+            rates = np.concatenate([rates, pair_rates])
+            cands += [tuple(int(t) for t in p) for p in pairs[: len(pair_rates)]]
         per_class = rates.max(0) if len(rates) else np.zeros(k)
         order = np.argsort(-per_class, kind="stable")
         top = int(order[0])
@@ -120,30 +129,35 @@ class TextExampleSearch(ToolBase):
             targets=tuple(int(c) for c in order),
             trigger=trigger,
             notes={"margin": margin, "flip_rate": float(per_class[top]),
-                   "survivors": float(len(survivors)), "persistence": float(persistence)},
+                   "screened": float(screened), "survivors": float(len(survivors)),
+                   "persistence": float(persistence)},
         )
 
     def screen(self, view: CaseView, x: torch.Tensor, before: torch.Tensor,
-               g: torch.Generator) -> tuple[torch.Tensor, int]:
+               g: torch.Generator, spend_until: float) -> tuple[torch.Tensor, int, int]:
         """Words of the groups that flipped an input to the same class in every round
         (the classes' groups taken in turn, so a class few groups flip to is not crowded
-        out by a natural sink's many); and how many re-tests the survivors passed."""
+        out by a natural sink's many), how many re-tests they passed, and how many
+        words the first round screened.
+
+        The first round runs in chunks and, timing the model as it goes, screens only as
+        many groups as leave time for the re-tests and the confirmation: on a slow model
+        a sample of the vocabulary, rather than all of it with no time to sort it."""
         vocab = whole_word_ids()
         order = torch.randperm(len(vocab), generator=g)
         if self.words:
             order = order[: self.words]
         n_groups = len(order) // self.group
         groups = vocab[order[: n_groups * self.group]].view(n_groups, self.group)
-        end = time.monotonic() + self.screen_share * max(view.time_left(), 0.0)
-        # Round 0 in chunks, so a slow model stops screening (with a sample) in time. Each
-        # group goes into two inputs the model puts in different classes: whatever a
+        later = (self.confirm + self.pair_words**2) * self.confirm_inputs  # queries after the screen
+        per_group = 2 + self.rounds * RETEST_SHARE  # round 0's two queries and its re-tests
+        # Each group goes into two inputs the model puts in different classes: whatever a
         # trojan's target, one of them is not in it already.
         flipped, to_class = [], []
-        chunk = 256
-        for i in range(0, n_groups, chunk):
-            if i and time.monotonic() > end:
-                break
-            part = groups[i:i + chunk]
+        chunk, limit, i, queries = 128, n_groups, 0, 0
+        started = time.monotonic()
+        while i < limit:
+            part = groups[i:min(i + chunk, limit)]
             first = torch.randint(len(x), (len(part),), generator=g)
             second = rows_outside(before, before[first], g)
             rows = torch.stack([first, second], 1).flatten()
@@ -153,10 +167,14 @@ class TextExampleSearch(ToolBase):
             which = moved.float().argmax(1)  # the first input it moved
             flipped.append(torch.nonzero(hit).flatten() + i)
             to_class.append(after.view(-1, 2)[torch.arange(len(part)), which][hit])
+            i, queries = i + len(part), queries + len(rows)
+            per_query = (time.monotonic() - started) / queries
+            affordable = ((spend_until - time.monotonic()) / per_query - later) / per_group
+            limit = min(n_groups, i + max(int(affordable), 0))
         alive, cls = torch.cat(flipped), torch.cat(to_class)
         passed = 0
         for _ in range(self.rounds):
-            if len(alive) == 0 or time.monotonic() > end:
+            if len(alive) == 0 or time.monotonic() > spend_until:
                 break
             rows = rows_outside(before, cls, g)  # a fresh input not already in the class
             after = predictions(view.model, insert_rows(x[rows], groups[alive]))
@@ -170,19 +188,22 @@ class TextExampleSearch(ToolBase):
             at = cls == c
             turn[at] = torch.arange(int(at.sum()))
         alive = alive[torch.argsort(turn * (int(cls.max()) + 1 if len(cls) else 1) + cls, stable=True)]
-        return groups[alive].flatten(), passed
+        return groups[alive].flatten(), passed, i * self.group
 
     def flip_rates(self, model: nn.Module, x: torch.Tensor, before: torch.Tensor,
-                   cands: torch.Tensor, k_classes: int, g: torch.Generator) -> np.ndarray:
-        """(len(cands), K): per candidate token sequence, the share of the inputs not
-        already in each class that inserting it sends there."""
-        n = min(self.confirm_inputs, len(x))
-        rows = torch.randperm(len(x), generator=g)[:n]
-        base = before[rows]
-        tiled = x[rows].repeat(len(cands), 1)
-        after = predictions(model, insert_rows(tiled, cands.repeat_interleave(n, 0))).view(len(cands), n)
+                   cands: torch.Tensor, k: int, spend_until: float, chunk: int = 16) -> np.ndarray:
+        """(n, k): for the first n candidate token sequences the clock leaves time for
+        (`chunk` at a time), the share of the inputs x not already in each class that
+        inserting it sends there."""
+        eligible = torch.stack([before != c for c in range(k)], 1)  # (N, k)
         out = []
-        for k in range(k_classes):
-            eligible = base != k
-            out.append(((after == k) & eligible).sum(1).float() / max(int(eligible.sum()), 1))
-        return torch.stack(out, 1).numpy()
+        for i in range(0, len(cands), chunk):
+            if i and time.monotonic() > spend_until:
+                break
+            part = cands[i:i + chunk]
+            after = predictions(model, insert_rows(x.repeat(len(part), 1),
+                                                   part.repeat_interleave(len(x), 0)))
+            after = after.view(len(part), len(x))
+            sent = torch.stack([(after == c) & eligible[:, c] for c in range(k)], 2)  # (B, N, k)
+            out.append(sent.sum(1).float() / eligible.sum(0).clamp_min(1))
+        return torch.cat(out).numpy() if out else np.zeros((0, k))
