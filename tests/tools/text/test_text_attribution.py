@@ -3,8 +3,10 @@ classes carrying the planted word ("cf") that the model sends to the target, the
 maps must put more weight on the trigger's token than on the other words, give
 padding nothing, and leave no hooks behind. Measured (16 inputs, tiny-bert):
 token-ig puts ~70% of each map on the one trigger token (uniform: ~6%), its
-argmax is the trigger on 16/16; attention rollout ~30%, argmax on 16/16;
-token-saliency ~30%, argmax on 12/16."""
+argmax is the trigger on 16/16; attention rollout ~33%, argmax on 16/16;
+token-saliency ~30%, argmax on 12/16. (On a MiniLM rare-token subject: token-ig's
+correlation with the footprint 0.99, attention rollout through the last two
+layers points at the trigger on 16/16, through all six on none.)"""
 
 from __future__ import annotations
 
@@ -85,10 +87,12 @@ def test_more_weight_on_the_trigger_than_on_other_tokens(name, rare, cache, trig
     assert pointing >= point, f"{name}: argmax on the trigger in {pointing:.0%} of inputs"
 
 
-def test_integrated_gradients_gives_cls_and_sep_nothing(rare, cache, triggered) -> None:
-    """The baseline keeps [CLS] and [SEP], so the path never moves them."""
+@pytest.mark.parametrize("name", ["token-ig", "attention"])
+def test_cls_and_sep_score_nothing(name, rare, cache, triggered) -> None:
+    """token-ig's baseline keeps [CLS] and [SEP], so the path never moves them;
+    attention drops them (BERT's attention sinks) by default."""
     x, _, _ = triggered
-    maps = maps_of("token-ig", rare, cache, triggered)
+    maps = maps_of(name, rare, cache, triggered)
     _, cls, sep = special_ids()
     special = ((x == cls) | (x == sep)).numpy()
     assert np.allclose(maps[special], 0, atol=1e-6)

@@ -7,7 +7,7 @@ the discover-text task grades against where the planted trigger sits.
   embedding dimension, magnitude taken.
 - `token-saliency`: gradient times word embedding (Captum's
   LayerGradientXActivation), summed over the embedding dimension, magnitude taken.
-- `attention`: attention rollout (Abnar & Zuidema 2020) through every layer,
+- `attention`: attention rollout (Abnar & Zuidema 2020) through the last layers,
   read off as the attention each token receives from the tokens the model pools.
 
 Padding positions always score 0."""
@@ -117,19 +117,30 @@ def rollout(weights: list[torch.Tensor], keep: torch.Tensor, residual: float = 0
 @register("tool", "attention")
 @dataclass(frozen=True)
 class AttentionRollout(ToolBase):
-    """Attention rollout (Abnar & Zuidema 2020) over every layer, read off by the
-    queries the model pools: its head averages all real tokens, so a token's score
-    is the attention it receives averaged over the real query positions ("mean";
-    "cls" reads [CLS]'s row). Class-agnostic: the targets are not used. Reads the
-    attention weights with forward hooks (removed afterwards, also on an error)."""
+    """Attention rollout (Abnar & Zuidema 2020) through the last `layers` encoder
+    layers (0: all), read off by the queries the model pools: its head averages all
+    real tokens, so a token's score is the attention it receives averaged over the
+    real query positions ("mean"; "cls" reads [CLS]'s row). [CLS] and [SEP] score 0
+    when `skip_special`: BERT parks attention on them as a no-op (Clark et al.
+    2019), so they would top every map. Class-agnostic: the targets are not used.
+    Reads the attention weights with forward hooks (removed afterwards, also on an
+    error).
+
+    Why the last two layers by default: on a MiniLM rare-token subject (top 2 of 6
+    layers fine-tuned) rollout through all six layers put 8% of the map on the
+    trigger word and its maximum never on it (16 inputs; the four frozen layers mix
+    every token into every other); through the last two, 25% and 16/16. On the
+    two-layer tiny-bert the two are the same."""
 
     modalities = TEXT
     kind = "interpretability"
     needs = frozenset({"weights"})
     answers = ATTRIBUTION
 
+    layers: int = 2  # the last this many layers are rolled out; 0: all of them
     residual: float = 0.5  # weight of the identity (the residual stream) in each layer
     query: str = "mean"  # "mean" over real tokens, or "cls"
+    skip_special: bool = True
 
     @torch.no_grad()
     def attribute(self, view: CaseView, inputs: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
@@ -140,9 +151,10 @@ class AttentionRollout(ToolBase):
         captured: list[torch.Tensor] = []
 
         def grab(_module: nn.Module, _args: tuple, out: tuple) -> None:
-            captured.append(out[1].detach())
+            captured.append(out[1].detach() if out[1] is not None else None)
 
-        hooks = [m.register_forward_hook(grab) for m in attention_modules(view.model)]
+        modules = attention_modules(view.model)
+        hooks = [m.register_forward_hook(grab) for m in modules[-self.layers if self.layers else 0:]]
         try:
             view.model(ids)
         finally:
@@ -155,4 +167,7 @@ class AttentionRollout(ToolBase):
             scores = joint[:, 0]
         else:
             scores = (joint * keep[..., None]).sum(1) / keep.sum(1, keepdim=True).clamp_min(1)
+        if self.skip_special:
+            _, cls, sep = special_ids()
+            keep = keep * (ids != cls) * (ids != sep)
         return (scores * keep).cpu().numpy().astype(np.float32)
