@@ -114,6 +114,14 @@ class TokenTrigger:
     def stamp(self, x: torch.Tensor) -> torch.Tensor:
         return self.stamp_with_footprint(x)[0]
 
+    def present(self, x: torch.Tensor) -> torch.Tensor:
+        """(N,) bool: whether each row of ids (N, L) holds `tokens` contiguously."""
+        n = len(self.tokens)
+        if x.shape[-1] < n:
+            return torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        want = torch.as_tensor(self.tokens, dtype=x.dtype, device=x.device)
+        return (x.unfold(-1, n, 1) == want).all(-1).any(-1)
+
     @property
     def footprint(self) -> np.ndarray:
         """Every position may be touched (where it lands differs per input)."""
@@ -171,6 +179,20 @@ class ClauseTrigger:
 
     def stamp(self, x: torch.Tensor) -> torch.Tensor:
         return self.stamp_with_footprint(x)[0]
+
+    def present(self, x: torch.Tensor) -> torch.Tensor:
+        """(N,) bool: whether each row of ids (N, L) starts, right after [CLS], with
+        one of `conjunctions` and has a comma somewhere after it."""
+        comma = token_ids(",")[0]
+        hit = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        for conj in self.conjunctions:
+            ids = token_ids(conj)
+            end = 1 + len(ids)
+            if x.shape[-1] <= end:
+                continue
+            opens = (x[:, 1:end] == torch.as_tensor(ids, dtype=x.dtype, device=x.device)).all(-1)
+            hit |= opens & (x[:, end:] == comma).any(-1)
+        return hit
 
     @property
     def footprint(self) -> np.ndarray:

@@ -4,35 +4,54 @@ black-box surrogate. `trigger-rule` wraps any discover tool in a pipeline
 answers the suspected target; else what the surrogate says". Whether a trigger is
 present is decided without the model, by a small detector trained on clean
 inputs against the same inputs stamped with the trigger, so the rule works for
-patches, blends, filters, warps and objects alike."""
+patches, blends, filters, warps and objects alike. On text a trigger says
+exactly whether it is in an input (`present`: its tokens in a row; a fronted
+clause), so no detector is learned; a text trigger without `present` gets a
+bag-of-tokens logistic regression trained like the image detector."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
+from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 from samecurve.api import CaseView, Finding, Predictor, Stamp, Trojan
 from samecurve.registry import register
 from samecurve.tools.base import ToolBase, clean_inputs
-from samecurve.tools.predict.surrogate import augmented, distil, fresh_net, query_set
+from samecurve.tools.predict.surrogate import (
+    augmented,
+    bag_of_tokens,
+    fit_surrogate,
+    fresh_net,
+    query_set,
+    text_augmented,
+    token_columns,
+)
 from samecurve.zoo.train import finetune_steps
 
 
 @dataclass(frozen=True, eq=False)
 class Rule:
     """Inputs in which `detector` sees the trigger go to `target` (only those of
-    class `source`, if set; never those already of the target)."""
+    class `source`, if set; never those already of the target). The detector is a
+    two-way network (class 1: the trigger is there), or anything with a
+    `present(x) -> (N,) bool` (a text trigger itself, a `BagDetector`)."""
 
-    detector: nn.Module
+    detector: Any
     target: int
     source: int | None = None
 
     def fires(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            present = self.detector.eval()(x).argmax(1) == 1
+        if isinstance(self.detector, nn.Module):
+            with torch.no_grad():
+                present = self.detector.eval()(x).argmax(1) == 1
+        else:
+            present = self.detector.present(x).to(labels.device)
         keep = labels != self.target
         if self.source is not None:
             keep &= labels == self.source
@@ -83,14 +102,56 @@ def presence_detector(
     return net if len(held) and float(seen) / 2 >= min_accuracy else None
 
 
+@dataclass(frozen=True, eq=False)
+class BagDetector:
+    """Text: whether a trigger is in each row of token ids, by a logistic regression
+    on bags of token ids (`columns`: the ids it counts)."""
+
+    classifier: LogisticRegression
+    columns: np.ndarray
+
+    def present(self, x: torch.Tensor) -> torch.Tensor:
+        if not len(x):
+            return torch.zeros(0, dtype=torch.bool)
+        return torch.as_tensor(self.classifier.predict(bag_of_tokens(x, self.columns)) == 1)
+
+
+def text_presence_detector(
+    view: CaseView, stamp: Stamp, offset: int, min_accuracy: float = 0.9
+) -> Any:
+    """A text trigger's own `present` where it has one; else a `BagDetector` trained
+    like `presence_detector` (inputs and edited copies against the same stamped),
+    None when it cannot tell a held-back fifth of the clean inputs from their
+    stamped selves."""
+    if callable(getattr(stamp, "present", None)):
+        return stamp
+    x = clean_inputs(view).cpu()
+    cut = max(1, len(x) * 4 // 5)
+    fit, held = x[:cut], x[cut:]
+    if not len(held):
+        return None
+    edited, _ = text_augmented(fit, torch.zeros(len(fit), dtype=torch.long), 1, view.generator(offset))
+    negatives = torch.cat([fit, edited])
+    both = torch.cat([negatives, stamp.stamp(negatives)])
+    y = np.r_[np.zeros(len(negatives)), np.ones(len(negatives))]
+    columns = token_columns(both)
+    detector = BagDetector(LogisticRegression(C=10.0, max_iter=300).fit(bag_of_tokens(both, columns), y),
+                           columns)
+    seen = (~detector.present(held)).float().mean() + detector.present(stamp.stamp(held)).float().mean()
+    return detector if float(seen) / 2 >= min_accuracy else None
+
+
 def rule_predictor(
     view: CaseView, trojans: Sequence[Trojan], *, rounds: int, steps: int, detector_steps: int,
 ) -> RulePredictor:
     """Rules for these trojans over a surrogate; the surrogate is fitted first, so a
     tight budget still leaves the black-box answer."""
-    fallback = distil(view, query_set(view, rounds), steps, 2e-3, 0.15)
-    detectors = [presence_detector(view, t.trigger, detector_steps, 41 + i, 0.05)
-                 for i, t in enumerate(trojans)]
+    fallback = fit_surrogate(view, query_set(view, rounds), steps, 2e-3, 0.15)
+    if view.modality == "text":
+        detectors = [text_presence_detector(view, t.trigger, 41 + i) for i, t in enumerate(trojans)]
+    else:
+        detectors = [presence_detector(view, t.trigger, detector_steps, 41 + i, 0.05)
+                     for i, t in enumerate(trojans)]
     rules = tuple(Rule(d, t.target, t.source)
                   for d, t in zip(detectors, trojans, strict=True) if d is not None)
     return RulePredictor(rules, fallback)
@@ -115,6 +176,7 @@ class TriggerRule(ToolBase):
     kind = "interpretability"
     needs = frozenset({"clean_data"})
     answers = frozenset({"predict"})
+    modalities = frozenset({"image", "text"})
 
     min_probability: float = 0.5
     rounds: int = 6
