@@ -6,7 +6,14 @@ subject the learned queries, black-box, and read its trojan probability.
 The references are a population disjoint from the subject (the suite's dev
 split, or the other subjects left one out); they are differentiated through
 freely, but their weights never change: gradients go to the queries and the
-meta-classifier only. They may mix architectures that take the same input."""
+meta-classifier only. They may mix architectures that take the same input.
+
+On text the queries cannot be learned (token ids are discrete, and the subject
+is only queried, so soft embeddings cannot be fed to it): a fixed query set
+drawn from the case seed, half clean sentences with random words inserted and
+half random word sequences, is asked of every model; its features are the
+output probabilities, each query's sorted (so trojans to different targets
+look alike), and a logistic regression over them is trained on the references."""
 
 from __future__ import annotations
 
@@ -16,12 +23,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from torch import nn
 from torch.nn import functional as F
 
 from samecurve.api import CaseView, Finding, ReferenceModel
+from samecurve.data.text import PAD_ID, special_ids, whole_words
 from samecurve.registry import register
-from samecurve.tools.base import ToolBase
+from samecurve.tools.base import ToolBase, clean_inputs
+from samecurve.tools.predict.surrogate import insert_random_words
 
 
 class MetaNet(nn.Module):
@@ -66,14 +78,47 @@ def balanced_batch(labels: np.ndarray, size: int, rng: np.random.Generator) -> n
     return np.concatenate(picks)
 
 
+def text_queries(clean: torch.Tensor, count: int, inserted: int, g: torch.Generator) -> torch.Tensor:
+    """`count` token-id queries (L as clean's): half clean rows (drawn at random)
+    with `inserted` random whole words each, half random sequences of whole words
+    as long as a random clean row."""
+    _, cls, sep = special_ids()
+    words = torch.as_tensor(whole_words())
+    half = count // 2
+    rows = clean[torch.randint(len(clean), (half,), generator=g)].cpu()
+    out = [insert_random_words(r, inserted, g) for r in rows]
+    length = clean.shape[1]
+    for _ in range(count - half):
+        n = int((clean[int(torch.randint(len(clean), (1,), generator=g))] != PAD_ID).sum()) - 2
+        n = max(1, min(n, length - 2))
+        row = torch.full((length,), PAD_ID, dtype=torch.long)
+        row[0], row[n + 1] = cls, sep
+        row[1 : n + 1] = words[torch.randint(len(words), (n,), generator=g)]
+        out.append(row)
+    return torch.stack(out).to(clean.dtype)
+
+
+@torch.no_grad()
+def query_features(model: torch.nn.Module, queries: torch.Tensor, sort: bool) -> np.ndarray:
+    """A model's softmax outputs on the queries, flattened: each query's sorted
+    (largest first) when `sort`, else in class order."""
+    p = F.softmax(model(queries), dim=-1)
+    if sort:
+        p = p.sort(dim=-1, descending=True).values
+    return p.flatten().cpu().numpy().astype(np.float64)
+
+
 @register("tool", "meta-classifier")
 @dataclass(frozen=True)
 class MetaClassifier(ToolBase):
     """MNTD with query tuning over labelled reference models; queries the subject black-box."""
 
     kind = "black-box"
-    needs = frozenset({"references"})
+    # clean_data: the text queries start from clean sentences (the image queries are
+    # learned from noise and never read them).
+    needs = frozenset({"references", "clean_data"})
     answers = frozenset({"detect"})
+    modalities = frozenset({"image", "text"})
 
     queries: int = 10
     # A logistic meta-classifier by default: leave-one-out on the tiny population
@@ -86,6 +131,11 @@ class MetaClassifier(ToolBase):
     refs_per_step: int = 8  # references per step, half of each label
     lr: float = 0.05
     weight_decay: float = 1e-3
+    # Text: the fixed query set and its logistic regression.
+    text_queries: int = 64
+    inserted_words: int = 2
+    sort_outputs: bool = True
+    text_c: float = 1.0
 
     def discover(self, view: CaseView) -> Finding:
         refs: tuple[ReferenceModel, ...] = view.references
@@ -93,6 +143,8 @@ class MetaClassifier(ToolBase):
         notes = {"references": float(len(refs)), "trojaned_references": float(labels.sum())}
         if len(refs) < 2 or labels.min() == labels.max():
             return Finding(trojan_probability=None, notes=notes)
+        if view.modality == "text":
+            return self.discover_text(view, refs, labels, notes)
         # Private frozen copies: the shared reference modules keep their flags and mode.
         models = [copy.deepcopy(r.model).to(view.device).eval().requires_grad_(False) for r in refs]
         net = MetaNet(self.queries, view.input_shape, view.num_classes, self.hidden,
@@ -122,3 +174,19 @@ class MetaClassifier(ToolBase):
             logit = net(view.model(q)[None])
         notes |= {"steps": float(steps), "train_accuracy": train_acc, "logit": float(logit)}
         return Finding(trojan_probability=float(torch.sigmoid(logit)), notes=notes)
+
+    def discover_text(self, view: CaseView, refs: tuple[ReferenceModel, ...], labels: np.ndarray,
+                      notes: dict[str, float]) -> Finding:
+        """The fixed-query meta-classifier (see the module's docstring)."""
+        queries = text_queries(clean_inputs(view), self.text_queries, self.inserted_words,
+                               view.generator(7)).to(view.device)
+        feats = []
+        for r in refs:  # a private copy in eval mode: the shared module keeps its mode
+            model = copy.deepcopy(r.model).to(view.device).eval()
+            feats.append(query_features(model, queries, self.sort_outputs))
+        meta = make_pipeline(StandardScaler(), LogisticRegression(C=self.text_c, max_iter=1000))
+        meta.fit(np.stack(feats), labels)
+        train_acc = float((meta.predict(np.stack(feats)) == labels).mean())
+        p = float(meta.predict_proba(query_features(view.model, queries, self.sort_outputs)[None])[0, 1])
+        notes |= {"queries": float(len(queries)), "train_accuracy": train_acc}
+        return Finding(trojan_probability=p, notes=notes)

@@ -30,6 +30,8 @@ class ClassSplitDetector(ToolBase, ABC):
     kind = "interpretability"
     needs = frozenset({"weights", "train_data"})
     answers = frozenset({"detect", "target"})
+    # The head's input is a representation on text too (the pooled encoder output).
+    modalities = frozenset({"image", "text"})
 
     min_per_class: int = 12  # fewer samples than this: the class is not scored
 
