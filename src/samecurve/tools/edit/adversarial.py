@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from samecurve.api import CaseView
 from samecurve.registry import register
-from samecurve.tools.edit.base import EditToolBase, repair_data
+from samecurve.tools.edit.base import BOTH, EditToolBase, repair_data
 from samecurve.tools.edit.surgery import capture, feature_layers, perturbed
 
 
@@ -56,8 +56,11 @@ def _l2_project(delta: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True)
 class _LatentAdversary(EditToolBase):
     """A PGD adversary on the output of one hidden layer (`layer`, a top-level child
-    name; empty: the middle feature stage), within an L2 ball of `radius` times
-    each input's own activation norm; `pgd_steps` steps from a random start."""
+    name, or a text model's residual tap "resid.i"; empty: the middle feature stage,
+    or the middle residual tap), within an L2 ball of `radius` times each input's
+    own activation norm; `pgd_steps` steps from a random start."""
+
+    modalities = BOTH
 
     layer: str = ""
     # 0.03, not more: on a default small-cnn patch subject radius 0.05 cost 2.3 points of

@@ -17,6 +17,9 @@ from samecurve.tools.base import ToolBase, clean_inputs
 from samecurve.zoo.train import LossFn, cross_entropy_loss, finetune_steps
 
 EDIT_NEEDS = frozenset({"weights", "gradients", "clean_data"})
+# What the repairs that work on any model through its data, its training loop and
+# (latent tools) its feature layers or residual taps handle.
+BOTH = frozenset({"image", "text"})
 
 
 def editable_copy(view: CaseView) -> nn.Module:
@@ -43,7 +46,7 @@ def repair_data(
     if view.request is not None and len(view.request.examples):
         ex = view.request.examples
         repeats = max(1, round(request_share * len(y) / ((1 - request_share) * len(ex))))
-        x = torch.cat([x, ex.x.to(view.device).repeat(repeats, 1, 1, 1)])
+        x = torch.cat([x, ex.x.to(view.device).repeat(repeats, *([1] * (ex.x.dim() - 1)))])
         y = torch.cat([y, ex.y.to(view.device).repeat(repeats)])
     return x, y
 

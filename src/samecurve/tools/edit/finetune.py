@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from samecurve.api import CaseView
 from samecurve.registry import register
-from samecurve.tools.edit.base import EditToolBase, repair_data
+from samecurve.tools.edit.base import BOTH, EditToolBase, repair_data
 
 
 @register("tool", "finetune")
@@ -20,6 +20,7 @@ class Finetune(EditToolBase):
     """Fine-tune on the clean data (and a steer request's examples) only."""
 
     kind = "baseline"
+    modalities = BOTH
 
     def repair(self, model: nn.Module, view: CaseView) -> None:
         x, y = repair_data(view)

@@ -1,6 +1,9 @@
 """Model surgery the pruning and latent tools share, for any `nn.Sequential`
-model (every zoo architecture is one): find the feature layers, read their
-channel activity, and insert a fixed channel mask after one of them."""
+model (every image zoo architecture is one): find the feature layers, read their
+channel activity, and insert a fixed channel mask after one of them. A model
+that names its residual-stream taps (`residual_layers()`, the text track's
+TextClassifier) has those as its feature layers, and `capture` and `perturbed`
+hook them by name; pruning stays with `nn.Sequential` models."""
 
 from __future__ import annotations
 
@@ -30,6 +33,20 @@ def _sequential(model: nn.Module) -> nn.Sequential:
     return model
 
 
+def residual_taps(model: nn.Module) -> list[str] | None:
+    """The names of a model's residual-stream taps, input to output, if it has them
+    (`residual_layers()`); None for a plain `nn.Sequential`."""
+    taps = getattr(model, "residual_layers", None)
+    return list(taps()) if callable(taps) else None
+
+
+def _layer(model: nn.Module, name: str) -> nn.Module:
+    """A residual tap by its dotted name, or a `nn.Sequential`'s top-level child."""
+    if residual_taps(model) is not None:
+        return model.get_submodule(name)
+    return _sequential(model)._modules[name]
+
+
 @torch.no_grad()
 def output_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
     """Each top-level child's output shape (without the batch), from one zero input."""
@@ -45,7 +62,11 @@ def output_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, t
 
 def feature_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[str]:
     """Names of the top-level children that end a stage: for each spatial size of the
-    feature maps (larger than 1x1), the last child that outputs it; input order."""
+    feature maps (larger than 1x1), the last child that outputs it; input order.
+    A model with residual taps: the taps."""
+    taps = residual_taps(model)
+    if taps is not None:
+        return taps
     by_size: dict[tuple[int, ...], str] = {}
     for name, shape in output_shapes(model, input_shape).items():
         if len(shape) == 3 and shape[1] * shape[2] > 1 and name != _first(model):
@@ -76,11 +97,11 @@ def insert_channel_mask(model: nn.Module, layer: str, keep: torch.Tensor) -> Non
 
 @contextmanager
 def capture(model: nn.Module, layers: list[str]) -> Iterator[dict[str, torch.Tensor]]:
-    """Inside the block, `grabbed[name]` is the latest output of each named child."""
-    seq = _sequential(model)
+    """Inside the block, `grabbed[name]` is the latest output of each named child
+    (or residual tap)."""
     grabbed: dict[str, torch.Tensor] = {}
     handles = [
-        seq._modules[n].register_forward_hook(lambda _m, _i, o, n=n: grabbed.__setitem__(n, o))
+        _layer(model, n).register_forward_hook(lambda _m, _i, o, n=n: grabbed.__setitem__(n, o))
         for n in layers
     ]
     try:
@@ -92,15 +113,13 @@ def capture(model: nn.Module, layers: list[str]) -> Iterator[dict[str, torch.Ten
 
 @contextmanager
 def perturbed(model: nn.Module, layer: str, delta: dict[str, torch.Tensor]) -> Iterator[None]:
-    """Inside the block, child `layer`'s output has `delta["value"]` added (when set):
-    the latent adversary's foothold."""
-    seq = _sequential(model)
-
+    """Inside the block, child (or residual tap) `layer`'s output has `delta["value"]`
+    added (when set): the latent adversary's foothold."""
     def add(_m: nn.Module, _i: tuple, out: torch.Tensor) -> torch.Tensor:
         d = delta.get("value")
         return out if d is None else out + d
 
-    handle = seq._modules[layer].register_forward_hook(add)
+    handle = _layer(model, layer).register_forward_hook(add)
     try:
         yield
     finally:
