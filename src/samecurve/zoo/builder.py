@@ -210,7 +210,9 @@ def build(spec: SubjectSpec, cache: Cache) -> Subject:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive(eff, "init"))
             model = get("arch", spec.arch)(**arch_params)
-        recipe.fit(model, x, y, (clean_x, clean_y), spec.train, derive(eff, "order"))
+        with torch.random.fork_rng(devices=[]):  # dropout draws from the global generator
+            torch.manual_seed(derive(eff, "fit"))
+            recipe.fit(model, x, y, (clean_x, clean_y), spec.train, derive(eff, "order"))
         test = split_of(spec.dataset, spec.dataset_params, eff, "test", spec.train.test_size)
         acc = float((predict(model, test.x) == test.y).float().mean())
         key = plan.answer_key(recipe.family, len(poisoned) / len(y), recipe.clean_label)
