@@ -23,3 +23,16 @@ def test_meter_enforces_query_and_gradient_budgets() -> None:
     with pytest.raises(BudgetExceeded, match="gradient steps"):
         m.count_grad_step()
     assert 9 < m.time_left() <= 10
+
+
+def test_a_paused_meter_does_not_count_grading_time() -> None:
+    import time
+
+    from samecurve.api import Budget, Meter
+
+    meter = Meter(Budget(seconds=10))
+    with meter.paused():
+        time.sleep(0.2)
+    assert meter.seconds < 0.1
+    time.sleep(0.05)
+    assert meter.seconds >= 0.05

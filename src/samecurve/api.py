@@ -4,7 +4,8 @@ plug-ins are small protocols. A tool sees a `CaseView`, never an `AnswerKey`."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -268,6 +269,17 @@ class Meter:
 
     def time_left(self) -> float:
         return self.budget.seconds - self.seconds
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Grading between a tool's calls (scoring its finding before asking for its
+        attribution) is not the tool's time: the clock skips it."""
+        began = time.monotonic()
+        try:
+            yield
+        finally:
+            if self.stopped is None:
+                self.started += time.monotonic() - began
 
     def revoke(self, why: str) -> None:
         """End the tool's access to the model: every later query raises AccessRevoked.

@@ -151,15 +151,18 @@ class DiscoverTask:
         if "target" in answers:
             metrics["target_top1"] = target_top1(finding.targets, key.targets)
         trojan = _graded_trojan(key, finding)
-        heldout = clean_split(subject, "heldout", self.heldout_examples)
-        others = _eligible(heldout, trojan)
-        if "trigger" in answers:
-            metrics.update(self.score_trigger(finding.trigger, subject, trojan, others, view.device))
-            rediscovery = self.rediscovered(support, subject, finding.trigger, trojan.trigger)
-            if rediscovery is not None:
-                metrics["rediscovery"] = rediscovery
+        with view.meter.paused():  # grading the finding is not the tool's time
+            heldout = clean_split(subject, "heldout", self.heldout_examples)
+            others = _eligible(heldout, trojan)
+            if "trigger" in answers:
+                metrics.update(self.score_trigger(finding.trigger, subject, trojan, others,
+                                                  view.device))
+                rediscovery = self.rediscovered(support, subject, finding.trigger, trojan.trigger)
+                if rediscovery is not None:
+                    metrics["rediscovery"] = rediscovery
         if "attribution" in answers and trojan.trigger.localised:
-            x, t, fp = self.attribution_inputs(subject, trojan, others, view.device)
+            with view.meter.paused():
+                x, t, fp = self.attribution_inputs(subject, trojan, others, view.device)
             maps = tool.attribute(view, x, t) if hasattr(tool, "attribute") else None
             if maps is None:
                 metrics["attribution_corr"] = 0.0
