@@ -28,8 +28,14 @@ FAST_TASKS = {
     "predict": {"heldout_examples": 60},
     "replace": {"test_examples": 200, "clean_examples": 200, "train_examples": 200},
     "predict-programs": {"test_examples": 200, "clean_examples": 200},
+    "discover-text": {"heldout_examples": 64, "clean_examples": 64, "train_examples": 64},
+    "edit-text": {"heldout_examples": 64, "relapse_examples": 32, "relapse_steps": 2,
+                  "attack_examples": 16, "attack_steps": 1, "clean_examples": 64},
+    "predict-text": {"heldout_examples": 40, "clean_examples": 120},
 }
 PROGRAM_TASKS = ("replace", "predict-programs")
+# The text track's tasks run on the tiny text population's rare-token subject.
+TEXT_TASKS = ("discover-text", "edit-text", "predict-text")
 FAST = {
     **{n: EDIT_FAST for n in ("finetune", "fine-pruning", "attribution-reg", "adv-train", "lat",
                               "targeted-lat", "oracle")},
@@ -50,6 +56,9 @@ FAST = {
     "surrogate": {"rounds": 1, "steps": 5},
     "trigger-rule": {"rounds": 1, "steps": 5, "detector_steps": 5},
     "concept-probe": {"rounds": 1, "steps": 5},
+    "hotflip": {"lengths": (1,), "steps": 2, "candidates": 8},
+    "text-example-search": {"words": 400, "confirm": 16},
+    "token-ig": {"n_steps": 4},
 }
 
 
@@ -65,7 +74,15 @@ def program_subject(cache):
 
 
 def _subject_for(task_name: str, request) -> object:
+    if task_name in TEXT_TASKS:
+        return request.getfixturevalue("text_population")[0]
     name = "program_subject" if task_name in PROGRAM_TASKS else "patch_subject"
+    return request.getfixturevalue(name)
+
+
+def _population_for(task_name: str, request) -> list:
+    """The models a reference learner may learn from: those of the subject's track."""
+    name = "text_population" if task_name in TEXT_TASKS else "population"
     return request.getfixturevalue(name)
 
 
@@ -87,7 +104,7 @@ def _cases() -> list[tuple[str, str]]:
     out = []
     for name in TOOLS:
         tool = get("tool", name)(**FAST.get(name, {}))
-        for task in ("discover", "edit", "predict", *PROGRAM_TASKS):
+        for task in ("discover", "edit", "predict", *PROGRAM_TASKS, *TEXT_TASKS):
             if task_accepts(make_task(TaskEntry(name=task)), tool):
                 out.append((name, task))
     return out
@@ -130,9 +147,9 @@ def test_constructor_takes_hyperparameters_only(name: str) -> None:
 
 
 @pytest.mark.parametrize(("name", "task_name"), CASES)
-def test_model_unchanged_no_hooks_and_deterministic(name, task_name, cache, population,
-                                                    request) -> None:
+def test_model_unchanged_no_hooks_and_deterministic(name, task_name, cache, request) -> None:
     patch_subject = _subject_for(task_name, request)
+    population = _population_for(task_name, request)
     before = _state(patch_subject.model)
     outputs = []
     for _ in range(2):
@@ -156,9 +173,10 @@ def test_model_unchanged_no_hooks_and_deterministic(name, task_name, cache, popu
 
 
 @pytest.mark.parametrize(("name", "task_name"), CASES)
-def test_no_hooks_left_after_an_error(name, task_name, cache, population, request) -> None:
+def test_no_hooks_left_after_an_error(name, task_name, cache, request) -> None:
     """The tool is stopped by an exhausted query budget mid-run; it must still clean up."""
     patch_subject = _subject_for(task_name, request)
+    population = _population_for(task_name, request)
     tool, task, view = _run(name, patch_subject, cache, population, Budget(seconds=60, queries=1),
                             task_name)
     inner = QueryOnly.unwrap(view.model)
