@@ -1,12 +1,12 @@
 """text-example-search, the query-only baseline, on the tiny text population.
 Measured (tiny-bert, case seeds 0-5): on the rare-token subject it ranks the
-target first and returns the planted word "cf" at every seed, flip rate 0.9-1.0,
-trojan probability 0.87-0.96; on the two clean subjects the best word or pair it
-finds (topic words) flips at most 64% of inputs (probability at most 0.19). About
-1.5 s and ~7,700 queries a subject (a MiniLM subject: the whole vocabulary in
-~105 s of a 120 s budget on one thread, "cf" found, probability 0.96; clean 0.02).
-It cannot reach a trigger that works only as a phrase: on the tiny phrase subject
-it ranks the target first at 4 seeds of 6."""
+target first and returns the planted word "cf" at every seed, flip rate 1.0,
+trojan probability 0.96; on the two clean subjects the best single word it finds
+(a topic word) flips at most 60% of inputs (probability at most 0.13). About 1 s
+and ~8,000 queries a subject (a MiniLM subject: the whole vocabulary in ~105 s on
+one thread; "cf" found, probability 0.96; clean 0.02). A trigger that works only
+as a phrase is mostly out of its reach: on the tiny phrase subject it ranks the
+target first at every seed, but with a single-word flip rate of 0.27-0.62."""
 
 from __future__ import annotations
 

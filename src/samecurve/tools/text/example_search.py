@@ -10,27 +10,32 @@ class random words flip inputs to least). So the search screens the whole vocabu
 
 1. screen: the words in groups of `group`, each group inserted together at a word
    boundary of two clean inputs the model puts in different classes; a group that
-   flips one of them is tried again on a fresh input (of another class) for
-   `rounds` more rounds, and the groups that flip to the same class every time
-   survive;
-2. confirm: each word of the surviving groups (at most `confirm` of them, the
-   most persistent first) is inserted alone into `confirm_inputs` clean inputs,
-   and so are ordered pairs of the best `pair_words` words (a bigram);
+   flips one of them is tried again on two fresh inputs (of other classes) for
+   `rounds` more rounds, and the groups that flip one of them to the same class
+   every time survive;
+2. confirm: each word of the surviving groups (at most `confirm` of them: per
+   class, the groups that flipped the most re-test inputs first, the classes in
+   turn) is inserted alone into `confirm_inputs` clean inputs, and so are ordered
+   pairs of the best `pair_words` words (a bigram);
 3. per class, the best word's (or pair's) flip rate: the share of the inputs the
    model did not already put in that class that the word sends there. Classes are
-   ranked by it; the top class is the suspect and its word the trigger, and the
-   trojan probability is a logistic read of that flip rate (a trojan's word flips
-   nearly every input; on the tiny clean subjects, six seeds each, the best natural
-   word or pair found, topic words like "listed profitable", flipped at most 71%,
-   and the runner-up margin, which depends on which classes' natural words the
-   random screen happened to keep, flagged two clean cases in twelve).
+   ranked by it; the top class is the suspect and its best word or pair the
+   trigger. The trojan probability is a logistic read of the suspect's best single
+   word's flip rate: a trojan's rare word flips nearly every input (1.0 on the tiny
+   rare-token subject, six seeds), the best natural word found on the tiny clean
+   subjects (a topic word like "negotiated") at most 0.6. Pairs of topic words
+   ("board raised") flipped up to 0.83 of a clean model's inputs, as much as a
+   phrase trigger's pair ("honesty all", 0.8-0.92), so pairs only choose the
+   trigger; and the runner-up margin, which depends on which classes' natural
+   words the random screen happened to keep, flagged two clean cases in twelve.
 
-Inserting 8 random words at once flips about one clean input in ten to the
+Inserting 8 random words at once flips about one clean input in five to the
 classes that attract random words (natural sinks); a trojan's rare word flips
 most inputs to its target wherever it is inserted, so it survives the rounds
 where noise does not. A trigger that only works as a phrase of several words is
-out of reach of random words, and a trojan whose target is a natural sink competes
-with the noise for the `confirm` places."""
+out of reach of random words unless one of its words works alone ("honesty" on
+the phrase subject), and a trojan whose target is a natural sink competes with
+the noise for the `confirm` places."""
 
 from __future__ import annotations
 
@@ -44,11 +49,12 @@ from torch import nn
 from samecurve.api import CaseView, Finding
 from samecurve.registry import register
 from samecurve.tools.base import ToolBase, clean_inputs
-from samecurve.tools.text.trigger_search import trigger_slots, whole_word_ids
+from samecurve.tools.text.trigger_search import MARGIN_SECONDS, trigger_slots, whole_word_ids
 from samecurve.zoo.text_triggers import TokenTrigger
 
-# Share of the first round's groups a re-test round tries again, at most (measured on
-# the tiny subjects: 17-23% of groups flip one of their two inputs).
+# Share of the first round's groups the first re-test tries again, at most (measured on
+# the tiny subjects: 17-23% of groups flip one of their two inputs; about a tenth of
+# those pass a re-test, so later rounds cost little).
 RETEST_SHARE = 0.25
 
 
@@ -71,6 +77,31 @@ def rows_outside(before: torch.Tensor, classes: torch.Tensor, g: torch.Generator
         if len(pool):
             out[at] = pool[torch.randint(len(pool), (len(at),), generator=g)]
     return out
+
+
+class Pace:
+    """The model's measured seconds per query against a deadline: a step runs only if
+    its queries fit in the time left."""
+
+    def __init__(self, until: float) -> None:
+        self.until, self.seconds, self.queries = until, 0.0, 0
+
+    def predict(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        began = time.monotonic()
+        out = predictions(model, x)
+        self.seconds += time.monotonic() - began
+        self.queries += len(x)
+        return out
+
+    @property
+    def per_query(self) -> float:
+        return self.seconds / max(self.queries, 1)
+
+    def left(self) -> float:
+        return self.until - time.monotonic()
+
+    def fits(self, queries: int) -> bool:
+        return queries * self.per_query <= self.left()
 
 
 @torch.no_grad()
@@ -96,7 +127,6 @@ class TextExampleSearch(ToolBase):
     confirm: int = 64  # words tested alone
     confirm_inputs: int = 16
     pair_words: int = 6  # the best words whose ordered pairs are tested too
-    reserve: float = 0.1  # share of the time budget left for the task's grading
     rate_centre: float = 0.75  # the suspect word's flip rate read as probability 0.5
     rate_scale: float = 0.08
 
@@ -104,19 +134,18 @@ class TextExampleSearch(ToolBase):
         model, k = view.model, view.num_classes
         x = clean_inputs(view)
         g = view.generator(23)
-        before = predictions(model, x)
-        # The discover task grades on the tool's clock: leave it a share of the budget.
-        spend_until = time.monotonic() + view.time_left() - self.reserve * view.budget.seconds
-        survivors, persistence, screened = self.screen(view, x, before, g, spend_until)
+        pace = Pace(time.monotonic() + view.time_left() - MARGIN_SECONDS)
+        before = pace.predict(model, x)
+        survivors, persistence, screened = self.screen(view, x, before, g, pace)
         rows = torch.randperm(len(x), generator=g)[: self.confirm_inputs]
         words = survivors[: self.confirm]
-        rates = self.flip_rates(model, x[rows], before[rows], words[:, None], k, spend_until)
+        rates = self.flip_rates(model, x[rows], before[rows], words[:, None], k, pace)
         words = words[: len(rates)]  # those the clock left time for
         cands: list[tuple[int, ...]] = [(int(w),) for w in words]
         if len(words) > 1:
             best = words[np.argsort(-rates.max(1), kind="stable")[: self.pair_words]]
             pairs = torch.tensor([(int(a), int(b)) for a in best for b in best if a != b])
-            pair_rates = self.flip_rates(model, x[rows], before[rows], pairs, k, spend_until)
+            pair_rates = self.flip_rates(model, x[rows], before[rows], pairs, k, pace)
             rates = np.concatenate([rates, pair_rates])
             cands += [tuple(int(t) for t in p) for p in pairs[: len(pair_rates)]]
         per_class = rates.max(0) if len(rates) else np.zeros(k)
@@ -124,21 +153,24 @@ class TextExampleSearch(ToolBase):
         top = int(order[0])
         margin = float(per_class[top] - (per_class[order[1]] if k > 1 else 0.0))
         trigger = TokenTrigger(cands[int(rates[:, top].argmax())]) if len(rates) else None
+        # Detection reads single words: pairs of two topic words flip a clean model's
+        # inputs nearly as often as a phrase trigger's pair does (see the module notes).
+        word_rate = float(rates[: len(words), top].max()) if len(words) else 0.0
         return Finding(
-            trojan_probability=float(1 / (1 + np.exp(-(per_class[top] - self.rate_centre) / self.rate_scale))),
+            trojan_probability=float(1 / (1 + np.exp(-(word_rate - self.rate_centre) / self.rate_scale))),
             targets=tuple(int(c) for c in order),
             trigger=trigger,
-            notes={"margin": margin, "flip_rate": float(per_class[top]),
-                   "screened": float(screened), "survivors": float(len(survivors)),
+            notes={"word_flip_rate": word_rate, "flip_rate": float(per_class[top]),
+                   "margin": margin, "screened": float(screened), "survivors": float(len(survivors)),
                    "persistence": float(persistence)},
         )
 
     def screen(self, view: CaseView, x: torch.Tensor, before: torch.Tensor,
-               g: torch.Generator, spend_until: float) -> tuple[torch.Tensor, int, int]:
+               g: torch.Generator, pace: Pace) -> tuple[torch.Tensor, int, int]:
         """Words of the groups that flipped an input to the same class in every round
-        (the classes' groups taken in turn, so a class few groups flip to is not crowded
-        out by a natural sink's many), how many re-tests they passed, and how many
-        words the first round screened.
+        (most re-test inputs flipped first within a class, and the classes' groups taken
+        in turn, so a class few groups flip to is not crowded out by a natural sink's
+        many), how many re-tests they passed, and how many words the first round screened.
 
         The first round runs in chunks and, timing the model as it goes, screens only as
         many groups as leave time for the re-tests and the confirmation: on a slow model
@@ -150,39 +182,47 @@ class TextExampleSearch(ToolBase):
         n_groups = len(order) // self.group
         groups = vocab[order[: n_groups * self.group]].view(n_groups, self.group)
         later = (self.confirm + self.pair_words**2) * self.confirm_inputs  # queries after the screen
-        per_group = 2 + self.rounds * RETEST_SHARE  # round 0's two queries and its re-tests
+        per_group = 2 + 2 * RETEST_SHARE  # round 0's two queries and (mostly) the first re-test's
         # Each group goes into two inputs the model puts in different classes: whatever a
         # trojan's target, one of them is not in it already.
         flipped, to_class = [], []
-        chunk, limit, i, queries = 128, n_groups, 0, 0
-        started = time.monotonic()
+        chunk, limit, i = 128, n_groups, 0
         while i < limit:
             part = groups[i:min(i + chunk, limit)]
             first = torch.randint(len(x), (len(part),), generator=g)
             second = rows_outside(before, before[first], g)
             rows = torch.stack([first, second], 1).flatten()
-            after = predictions(view.model, insert_rows(x[rows], part.repeat_interleave(2, 0)))
+            after = pace.predict(view.model, insert_rows(x[rows], part.repeat_interleave(2, 0)))
             moved = (after != before[rows]).view(-1, 2)
             hit = moved.any(1)
             which = moved.float().argmax(1)  # the first input it moved
             flipped.append(torch.nonzero(hit).flatten() + i)
             to_class.append(after.view(-1, 2)[torch.arange(len(part)), which][hit])
-            i, queries = i + len(part), queries + len(rows)
-            per_query = (time.monotonic() - started) / queries
-            affordable = ((spend_until - time.monotonic()) / per_query - later) / per_group
+            i += len(part)
+            affordable = (pace.left() / pace.per_query - later) / per_group
             limit = min(n_groups, i + max(int(affordable), 0))
         alive, cls = torch.cat(flipped), torch.cat(to_class)
+        score = torch.zeros(len(alive))  # re-test inputs each group sent to its class
         passed = 0
         for _ in range(self.rounds):
-            if len(alive) == 0 or time.monotonic() > spend_until:
+            if len(alive) == 0 or not pace.fits(2 * len(alive)):
                 break
-            rows = rows_outside(before, cls, g)  # a fresh input not already in the class
-            after = predictions(view.model, insert_rows(x[rows], groups[alive]))
-            keep = after == cls
+            # Two fresh inputs not already in the class; one of them must go there (a
+            # trojan's word can miss one input: 2% of them on the tiny rare-token subject,
+            # and one miss in a single-input re-test lost it).
+            rows = torch.stack([rows_outside(before, cls, g), rows_outside(before, cls, g)], 1)
+            after = pace.predict(view.model, insert_rows(x[rows.flatten()],
+                                                         groups[alive].repeat_interleave(2, 0)))
+            sent = (after.view(-1, 2) == cls[:, None]).sum(1)
+            keep = sent > 0
             if not keep.any():
                 break  # keep the last round's survivors rather than none
-            alive, cls, passed = alive[keep], cls[keep], passed + 1
-        # Round-robin over classes: each class's first surviving group, then its second...
+            alive, cls, score, passed = alive[keep], cls[keep], (score + sent)[keep], passed + 1
+        # Within a class the groups that sent the most re-test inputs there first (a trojan's
+        # word sends all of them); then round-robin over classes: each class's best group,
+        # then its second...
+        by_score = torch.argsort(-score, stable=True)
+        alive, cls = alive[by_score], cls[by_score]
         turn = torch.zeros(len(alive), dtype=torch.long)
         for c in cls.unique():
             at = cls == c
@@ -191,18 +231,18 @@ class TextExampleSearch(ToolBase):
         return groups[alive].flatten(), passed, i * self.group
 
     def flip_rates(self, model: nn.Module, x: torch.Tensor, before: torch.Tensor,
-                   cands: torch.Tensor, k: int, spend_until: float, chunk: int = 16) -> np.ndarray:
+                   cands: torch.Tensor, k: int, pace: Pace, chunk: int = 16) -> np.ndarray:
         """(n, k): for the first n candidate token sequences the clock leaves time for
         (`chunk` at a time), the share of the inputs x not already in each class that
         inserting it sends there."""
         eligible = torch.stack([before != c for c in range(k)], 1)  # (N, k)
         out = []
         for i in range(0, len(cands), chunk):
-            if i and time.monotonic() > spend_until:
-                break
             part = cands[i:i + chunk]
-            after = predictions(model, insert_rows(x.repeat(len(part), 1),
-                                                   part.repeat_interleave(len(x), 0)))
+            if not pace.fits(len(part) * len(x)):
+                break
+            after = pace.predict(model, insert_rows(x.repeat(len(part), 1),
+                                                    part.repeat_interleave(len(x), 0)))
             after = after.view(len(part), len(x))
             sent = torch.stack([(after == c) & eligible[:, c] for c in range(k)], 2)  # (B, N, k)
             out.append(sent.sum(1).float() / eligible.sum(0).clamp_min(1))
