@@ -219,10 +219,13 @@ class HotFlip(ToolBase):
     inputs to every class, so classes are only compared at equal length), at the
     length where it is widest, through a logistic. With four classes a MAD anomaly
     index rests on a median of four numbers (it put a tiny clean subject at 2.8,
-    over Neural Cleanse's threshold); the margin did not: over six seeds it was
-    0.02-0.21 on the two tiny clean subjects, 0.29-0.40 on the phrase subject and
-    0.62-0.71 on the rare-token one. The suspect's trigger is its best at any
-    length (by success on the search inputs)."""
+    over Neural Cleanse's threshold); the margin did not. Measured on the tiny text
+    population over six seeds: margin 0.73-0.77 on the rare-token subject, 0.40-0.52
+    on the phrase subject, 0.15-0.29 on the two clean ones (earlier builds of the
+    clean ones, before the builder seeded training: 0.02-0.35); MiniLM rare-token
+    0.81, clean 0.10-0.13. The suspect's trigger is its best at any length (by
+    success on the search inputs).
+    """
 
     modalities = frozenset({"text"})
     needs = frozenset({"gradients", "clean_data"})
@@ -235,9 +238,8 @@ class HotFlip(ToolBase):
     top_k: int = 32
     batch: int = 16
     search_share: float = 0.5  # share of each class's other-class inputs searched on; the rest checks
-    margin_centre: float = 0.25  # flip-rate margin read as probability 0.5
+    margin_centre: float = 0.35  # flip-rate margin read as probability 0.5
     margin_scale: float = 0.1
-    reserve: float = 0.1  # share of the time budget left for the task's grading
 
     def discover(self, view: CaseView) -> Finding:
         model = view.model
@@ -245,10 +247,7 @@ class HotFlip(ToolBase):
         y_all = view.clean.y.to(x_all.device)
         k, n_len = view.num_classes, len(self.lengths)
         g = view.generator(17)
-        # The discover task grades on the tool's clock (the trigger's efficacy, the judge):
-        # leave it a share of the budget.
-        spend_until = time.monotonic() + view.time_left() - max(MARGIN_SECONDS,
-                                                                  self.reserve * view.budget.seconds)
+        spend_until = time.monotonic() + view.time_left() - MARGIN_SECONDS
         # rates[l, t]: held-out flip rate to t of the best trigger of length <= lengths[l].
         rates = np.zeros((n_len, k))
         found: list[list[tuple[int, ...] | None]] = [[None] * k for _ in range(n_len)]
