@@ -80,7 +80,7 @@ def test_discover_text_random_scores_near_chance(run) -> None:
     r = _row(_board(run, "discover-text"), "random").intervals
     assert r["token_exact"].mean == 0.0  # random words are never the planted trigger
     assert r["trigger_efficacy"].mean < 0.3
-    assert r["attribution_corr"].mean == pytest.approx(0.0, abs=0.15)
+    assert r["attribution_corr"].mean == pytest.approx(0.0, abs=0.15)  # over real tokens
     assert r["rediscovery"].mean <= 0.5  # 8 draws, chance 1/8
 
 
@@ -155,3 +155,20 @@ def test_the_text_judge_recognises_true_triggers_and_not_noise(text_population) 
     noise = [judge.rediscovered(subject, TokenTrigger((int(rng.choice(words)),)), t)
              for t in truths for _ in range(2)]
     assert sum(noise) / len(noise) < 0.35
+
+
+def test_text_attribution_is_scored_over_real_tokens_only() -> None:
+    """A map that is merely zero on padding must not look informative: a random map
+    over the real tokens scores about 0 correlation and 1/(real tokens) pointing."""
+    import numpy as np
+    import torch
+
+    x = torch.tensor([[101, 5, 6, 7, 102, 0, 0, 0]] * 400)
+    fp = np.zeros((400, 8), bool)
+    fp[:, 2] = True
+    maps = np.random.default_rng(0).uniform(size=(400, 8)).astype(np.float32) * (x.numpy() != 0)
+    got = DiscoverTextTask().score_maps(maps, fp, x)
+    assert got["attribution_corr"] == pytest.approx(0.0, abs=0.05)
+    assert got["pointing_game"] == pytest.approx(0.2, abs=0.05)
+    exact = DiscoverTextTask().score_maps(fp.astype(np.float32), fp, x)
+    assert exact == {"attribution_corr": 1.0, "pointing_game": 1.0}

@@ -169,7 +169,7 @@ class DiscoverTask:
                 metrics["pointing_game"] = 0.0
             else:
                 maps = self.checked_maps(tool, maps, x)
-                metrics.update(self.score_maps(maps, fp))
+                metrics.update(self.score_maps(maps, fp, x))
                 artifacts["attribution"] = np.abs(maps[0] if maps.ndim in (2, 3) else maps[0].sum(0))
         return metrics, artifacts
 
@@ -189,7 +189,8 @@ class DiscoverTask:
             )
         return maps
 
-    def score_maps(self, maps: np.ndarray, footprint: np.ndarray) -> dict[str, float]:
+    def score_maps(self, maps: np.ndarray, footprint: np.ndarray, inputs: torch.Tensor
+                   ) -> dict[str, float]:
         """Correlation and pointing game of attribution maps with the footprint."""
         return {"attribution_corr": attribution_correlation(maps, footprint),
                 "pointing_game": pointing_game(maps, footprint)}

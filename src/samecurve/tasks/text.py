@@ -115,9 +115,16 @@ class DiscoverTextTask(DiscoverTask):
                              f"expected {tuple(x.shape)}, one score per input token")
         return maps
 
-    def score_maps(self, maps: np.ndarray, footprint: np.ndarray) -> dict[str, float]:
-        """Per input, the tokens as a 1 x L map (padding scores nothing)."""
-        return super().score_maps(maps[:, None, :], footprint[:, None, :])
+    def score_maps(self, maps: np.ndarray, footprint: np.ndarray, inputs: torch.Tensor
+                   ) -> dict[str, float]:
+        """Per input, over its real tokens only (padding is no place a trigger could be,
+        so a map that is merely zero there must not look informative), then the mean."""
+        real = (inputs != 0).cpu().numpy()
+        rows = [super(DiscoverTextTask, self).score_maps(m[r][None, None, :], f[r][None, None, :],
+                                                         inputs)
+                for m, f, r in zip(maps, footprint, real, strict=True)]
+        return {k: float(np.nanmean([row[k] for row in rows])) if rows else NAN
+                for k in ("attribution_corr", "pointing_game")}
 
     def floor(self, tool: Any, subject: Subject) -> dict[str, float]:
         metrics = super().floor(tool, subject)
