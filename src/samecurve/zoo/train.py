@@ -81,16 +81,22 @@ def finetune_steps(
     opt = torch.optim.Adam(groups(lr) if callable(groups) else model.parameters(), lr=lr)
     model.train()
     n, taken, perm, at = len(y), 0, torch.empty(0, dtype=torch.long), 0
-    while taken < steps and n:
-        if time_left is not None and time_left() <= 0:
-            break
-        if at >= len(perm):
-            perm, at = torch.randperm(n, generator=generator), 0
-        idx = perm[at : at + batch_size].to(x.device)
-        at += batch_size
-        opt.zero_grad(set_to_none=True)
-        loss_fn(model, x[idx], y[idx]).backward()
-        opt.step()
-        taken += 1
+    # Dropout draws from the global generator: seeded from `generator`, so a fine-tune
+    # is a function of its arguments whatever ran before (models without dropout
+    # draw nothing from it).
+    with torch.random.fork_rng(devices=[]):
+        if generator is not None:
+            torch.manual_seed(generator.initial_seed() + 1)
+        while taken < steps and n:
+            if time_left is not None and time_left() <= 0:
+                break
+            if at >= len(perm):
+                perm, at = torch.randperm(n, generator=generator), 0
+            idx = perm[at : at + batch_size].to(x.device)
+            at += batch_size
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model, x[idx], y[idx]).backward()
+            opt.step()
+            taken += 1
     model.eval()
     return taken
