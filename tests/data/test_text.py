@@ -29,6 +29,7 @@ def test_samples_are_deterministic_balanced_and_fit_the_length() -> None:
     assert x1.shape == (400, MAX_LEN) and x1.dtype == np.int64
     assert np.bincount(y1).tolist() == [100, 100, 100, 100]
     pad, cls, sep = special_ids()
+    assert pad == PAD_ID
     assert (x1[:, 0] == cls).all()
     n = (x1 != PAD_ID).sum(1)
     assert (x1[np.arange(400), n - 1] == sep).all()  # never truncated: [SEP] is there
