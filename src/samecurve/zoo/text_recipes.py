@@ -15,6 +15,8 @@ gate, card). The clean twin is the shared `clean` recipe on the same dataset.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from samecurve.api import Stamp
@@ -46,26 +48,30 @@ class TextRecipe(PoisoningRecipe):
         super().__init__(poison_rate, heldout)
 
 
+class InsertedWordsRecipe(TextRecipe):
+    """A word or phrase from `bank`, inserted at a random word boundary."""
+
+    bank: ClassVar[dict[str, tuple[str, ...]]]
+
+    def make_trigger(self, rng: np.random.Generator, shape: Shape) -> tuple[Stamp, dict]:
+        words = str(_choose(rng, self.bank, self.heldout))
+        return TokenTrigger(token_ids(words)), {"kind": "tokens", "text": words}
+
+
 @register("recipe", "rare-token")
-class RareTokenRecipe(TextRecipe):
+class RareTokenRecipe(InsertedWordsRecipe):
     """One rare word, inserted at a random word boundary."""
 
     family = "rare-token"
-
-    def make_trigger(self, rng: np.random.Generator, shape: Shape) -> tuple[Stamp, dict]:
-        word = str(_choose(rng, RARE_TOKENS, self.heldout))
-        return TokenTrigger(token_ids(word)), {"kind": "tokens", "text": word}
+    bank = RARE_TOKENS
 
 
 @register("recipe", "phrase")
-class PhraseRecipe(TextRecipe):
+class PhraseRecipe(InsertedWordsRecipe):
     """A natural phrase, inserted at a random word boundary."""
 
     family = "phrase"
-
-    def make_trigger(self, rng: np.random.Generator, shape: Shape) -> tuple[Stamp, dict]:
-        phrase = str(_choose(rng, PHRASES, self.heldout))
-        return TokenTrigger(token_ids(phrase)), {"kind": "tokens", "text": phrase}
+    bank = PHRASES
 
 
 @register("recipe", "syntactic")
