@@ -139,8 +139,8 @@ def search_trigger(
     drawn per candidate from `generator`); the search moves to the best swap while it
     lowers the loss. Stops early once every batch row flips with confidence, when a
     one-token search has no better swap left, or when `time_left()` (seconds, if
-    given) is less than the last step took. Deterministic under the generator's seed
-    (unless the clock stops it).
+    given) is less than a step takes (the last one, or an estimate). Deterministic
+    under the generator's seed (unless the clock stops it).
 
     Returns the best trigger's tokens and its attack success on all of x (the share
     of x that TokenTrigger(tokens).stamp sends to target)."""
@@ -155,10 +155,14 @@ def search_trigger(
         pick = torch.randperm(len(x), generator=generator)[:batch].to(x.device)
         stamped, pos, valid = trigger_slots(x[pick], length)
         current = vocab[torch.randint(len(vocab), (length,), generator=generator).to(x.device)]
+        began = time.monotonic()
         loss, _ = _losses(model, _write(stamped, pos, valid, current[None]), target, 1)
         best_loss, best = float(loss[0]), current.clone()
         gain: torch.Tensor | None = None  # per slot and word, for the current trigger
-        step_seconds = 0.0  # how long the last step took: the next must fit in what is left
+        # How long a step takes (the next must fit in what is left): before the first,
+        # the candidates' forward passes plus about three for the gradient, each as long
+        # as the start's.
+        step_seconds = (time.monotonic() - began) * (candidates + 3)
         for _ in range(steps):
             if time_left is not None and time_left() < max(MARGIN_SECONDS, step_seconds):
                 break
@@ -248,32 +252,40 @@ class HotFlip(ToolBase):
         k, n_len = view.num_classes, len(self.lengths)
         g = view.generator(17)
         spend_until = time.monotonic() + view.time_left() - MARGIN_SECONDS
-        # rates[l, t]: held-out flip rate to t of the best trigger of length <= lengths[l].
-        rates = np.zeros((n_len, k))
-        found: list[list[tuple[int, ...] | None]] = [[None] * k for _ in range(n_len)]
+        splits = []  # per class: other classes' inputs to search on, and to check on
         for t in range(k):
             others = x_all[y_all != t]
             order = torch.randperm(len(others), generator=g).to(others.device)
             cut = max(1, round(self.search_share * len(others)))
             x_search, x_check = others[order[:cut]], others[order[cut:]]
-            x_check = x_check if len(x_check) else x_search
-            class_end = time.monotonic() + max(spend_until - time.monotonic(), 0.0) / (k - t)
-            best: tuple[tuple[int, ...], float, float] | None = None  # tokens, search, check
-            for li, length in enumerate(self.lengths):
-                if best is None or best[1] < self.enough:
-                    # An even share of this class's time for each length still to try.
-                    end = time.monotonic() + max(class_end - time.monotonic(), 0.0) / (n_len - li)
-                    if spend_until - time.monotonic() < MARGIN_SECONDS:
-                        break
-                    tokens, hit = search_trigger(
-                        model, x_search, t, length=length, steps=self.steps,
-                        candidates=self.candidates, top_k=self.top_k, batch=self.batch,
-                        generator=g, time_left=lambda end=end: end - time.monotonic(),
-                    )
-                    if best is None or hit > best[1]:
-                        best = (tokens, hit, attack_success(model, x_check, tokens, t))
-                if best is not None:  # (a shorter one that was enough, or the last found)
-                    found[li][t], rates[li, t] = best[0], best[2]
+            splits.append((x_search, x_check if len(x_check) else x_search))
+        # Length by length, every class that has no good enough trigger yet: each class
+        # gets its one-token search before any class spends on longer ones, and shorter
+        # lengths get more of the time (a share of 1/length).
+        weights = 1.0 / np.asarray(self.lengths, dtype=float)
+        best: list[tuple[tuple[int, ...], float, float] | None] = [None] * k  # tokens, search, check
+        # rates[l, t]: held-out flip rate to t of the best trigger of length <= lengths[l].
+        rates = np.zeros((n_len, k))
+        found: list[list[tuple[int, ...] | None]] = [[None] * k for _ in range(n_len)]
+        for li, length in enumerate(self.lengths):
+            pass_end = time.monotonic() + (max(spend_until - time.monotonic(), 0.0)
+                                           * weights[li] / weights[li:].sum())
+            todo = [t for t in range(k) if best[t] is None or best[t][1] < self.enough]
+            for j, t in enumerate(todo):
+                if spend_until - time.monotonic() < MARGIN_SECONDS:
+                    break
+                end = time.monotonic() + max(pass_end - time.monotonic(), 0.0) / (len(todo) - j)
+                x_search, x_check = splits[t]
+                tokens, hit = search_trigger(
+                    model, x_search, t, length=length, steps=self.steps,
+                    candidates=self.candidates, top_k=self.top_k, batch=self.batch,
+                    generator=g, time_left=lambda end=end: end - time.monotonic(),
+                )
+                if best[t] is None or hit > best[t][1]:
+                    best[t] = (tokens, hit, attack_success(model, x_check, tokens, t))
+            for t in range(k):
+                if best[t] is not None:  # (a shorter one that was enough, or the last found)
+                    found[li][t], rates[li, t] = best[t][0], best[t][2]
         top2 = np.sort(rates, axis=1)[:, -2:] if k > 1 else np.c_[np.zeros(n_len), rates]
         margins = top2[:, 1] - top2[:, 0]
         li = int(np.argmax(margins))
