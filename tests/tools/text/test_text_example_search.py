@@ -3,10 +3,12 @@ Measured (tiny-bert, case seeds 0-5): on the rare-token subject it ranks the
 target first and returns the planted word "cf" at every seed, flip rate 1.0,
 trojan probability 0.96; on the two clean subjects the best single word it finds
 (a topic word) flips at most 60% of inputs (probability at most 0.13). About 1 s
-and ~8,000 queries a subject (a MiniLM subject: the whole vocabulary in ~105 s on
-one thread; "cf" found, probability 0.96; clean 0.02). A trigger that works only
-as a phrase is mostly out of its reach: on the tiny phrase subject it ranks the
-target first at every seed, but with a single-word flip rate of 0.27-0.62."""
+and ~8,000 queries a subject. On a MiniLM subject at the text suite's 60 s (one
+thread, ~9 ms a query) it screens about two thirds of the vocabulary, so it finds
+a rare word about two times in three ("cf" here: probability 0.96; clean 0.0; the
+phrase subject's "honesty" works alone there: 0.96). A trigger that works only as
+a phrase is mostly out of its reach: on the tiny phrase subject it ranks the target
+first at every seed, but with a single-word flip rate of 0.36-0.82."""
 
 from __future__ import annotations
 

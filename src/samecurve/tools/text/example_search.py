@@ -13,10 +13,11 @@ class random words flip inputs to least). So the search screens the whole vocabu
    flips one of them is tried again on two fresh inputs (of other classes) for
    `rounds` more rounds, and the groups that flip one of them to the same class
    every time survive;
-2. confirm: each word of the surviving groups (at most `confirm` of them: per
+2. confirm: each word of the surviving groups (the first `confirm` of them: per
    class, the groups that flipped the most re-test inputs first, the classes in
    turn) is inserted alone into `confirm_inputs` clean inputs, and so are ordered
-   pairs of the best `pair_words` words (a bigram);
+   pairs of the best `pair_words` words (a bigram); time left over confirms more of
+   the survivors;
 3. per class, the best word's (or pair's) flip rate: the share of the inputs the
    model did not already put in that class that the word sends there. Classes are
    ranked by it; the top class is the suspect and its best word or pair the
@@ -52,9 +53,9 @@ from samecurve.tools.base import ToolBase, clean_inputs
 from samecurve.tools.text.trigger_search import MARGIN_SECONDS, trigger_slots, whole_word_ids
 from samecurve.zoo.text_triggers import TokenTrigger
 
-# Share of the first round's groups the first re-test tries again, at most (measured on
-# the tiny subjects: 17-23% of groups flip one of their two inputs; about a tenth of
-# those pass a re-test, so later rounds cost little).
+# Share of the groups that go on to each next round, at most: measured on the tiny
+# subjects, 17-23% of groups flip one of their two inputs; on a MiniLM subject 18%,
+# and 17% of those pass the first re-test.
 RETEST_SHARE = 0.25
 
 
@@ -81,21 +82,24 @@ def rows_outside(before: torch.Tensor, classes: torch.Tensor, g: torch.Generator
 
 class Pace:
     """The model's measured seconds per query against a deadline: a step runs only if
-    its queries fit in the time left."""
+    its queries fit in the time left. The pace is the slower of the average and the
+    last batch's (a machine shared with other work slows down mid-run)."""
 
     def __init__(self, until: float) -> None:
-        self.until, self.seconds, self.queries = until, 0.0, 0
+        self.until, self.seconds, self.queries, self.last = until, 0.0, 0, 0.0
 
     def predict(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         began = time.monotonic()
         out = predictions(model, x)
-        self.seconds += time.monotonic() - began
+        spent = time.monotonic() - began
+        self.seconds += spent
         self.queries += len(x)
+        self.last = spent / max(len(x), 1)
         return out
 
     @property
     def per_query(self) -> float:
-        return self.seconds / max(self.queries, 1)
+        return max(self.seconds / max(self.queries, 1), self.last)
 
     def left(self) -> float:
         return self.until - time.monotonic()
@@ -113,8 +117,9 @@ def predictions(model: nn.Module, x: torch.Tensor, chunk: int = 256) -> torch.Te
 @dataclass(frozen=True)
 class TextExampleSearch(ToolBase):
     """Screen the vocabulary by inserting words into clean inputs (group tests),
-    confirm the persistent ones one by one; the class one word flips inputs to far
-    beyond any other is the suspect, that word (or word pair) the trigger."""
+    confirm the persistent ones one by one and in pairs; the class a word or pair
+    flips the most inputs to is the suspect, that word or pair the trigger, and the
+    best single word's flip rate there the evidence."""
 
     modalities = frozenset({"text"})
     kind = "black-box"
@@ -138,16 +143,23 @@ class TextExampleSearch(ToolBase):
         before = pace.predict(model, x)
         survivors, persistence, screened = self.screen(view, x, before, g, pace)
         rows = torch.randperm(len(x), generator=g)[: self.confirm_inputs]
+        xs, bs = x[rows], before[rows]
         words = survivors[: self.confirm]
-        rates = self.flip_rates(model, x[rows], before[rows], words[:, None], k, pace)
+        rates = self.flip_rates(model, xs, bs, words[:, None], k, pace)
         words = words[: len(rates)]  # those the clock left time for
         cands: list[tuple[int, ...]] = [(int(w),) for w in words]
         if len(words) > 1:
             best = words[np.argsort(-rates.max(1), kind="stable")[: self.pair_words]]
             pairs = torch.tensor([(int(a), int(b)) for a in best for b in best if a != b])
-            pair_rates = self.flip_rates(model, x[rows], before[rows], pairs, k, pace)
+            pair_rates = self.flip_rates(model, xs, bs, pairs, k, pace)
             rates = np.concatenate([rates, pair_rates])
             cands += [tuple(int(t) for t in p) for p in pairs[: len(pair_rates)]]
+        # Time left over: the survivors past the first `confirm`, alone, while it lasts.
+        more = survivors[len(words):] if len(words) == min(self.confirm, len(survivors)) else survivors[:0]
+        more_rates = self.flip_rates(model, xs, bs, more[:, None], k, pace)
+        rates = np.concatenate([rates, more_rates]) if len(more_rates) else rates
+        cands += [(int(w),) for w in more[: len(more_rates)]]
+        single = np.asarray([len(c) == 1 for c in cands], dtype=bool)
         per_class = rates.max(0) if len(rates) else np.zeros(k)
         order = np.argsort(-per_class, kind="stable")
         top = int(order[0])
@@ -155,13 +167,14 @@ class TextExampleSearch(ToolBase):
         trigger = TokenTrigger(cands[int(rates[:, top].argmax())]) if len(rates) else None
         # Detection reads single words: pairs of two topic words flip a clean model's
         # inputs nearly as often as a phrase trigger's pair does (see the module notes).
-        word_rate = float(rates[: len(words), top].max()) if len(words) else 0.0
+        word_rate = float(rates[single, top].max()) if single.any() else 0.0
         return Finding(
             trojan_probability=float(1 / (1 + np.exp(-(word_rate - self.rate_centre) / self.rate_scale))),
             targets=tuple(int(c) for c in order),
             trigger=trigger,
             notes={"word_flip_rate": word_rate, "flip_rate": float(per_class[top]),
                    "margin": margin, "screened": float(screened), "survivors": float(len(survivors)),
+                   "confirmed": float(single.sum()),
                    "persistence": float(persistence)},
         )
 
@@ -182,7 +195,10 @@ class TextExampleSearch(ToolBase):
         n_groups = len(order) // self.group
         groups = vocab[order[: n_groups * self.group]].view(n_groups, self.group)
         later = (self.confirm + self.pair_words**2) * self.confirm_inputs  # queries after the screen
-        per_group = 2 + 2 * RETEST_SHARE  # round 0's two queries and (mostly) the first re-test's
+        # Each flipping group is re-tested on two inputs, and about RETEST_SHARE of those
+        # again in each later round.
+        retest = 2 * sum(RETEST_SHARE**r for r in range(self.rounds))
+        per_group = 2 + RETEST_SHARE * retest  # round 0's two queries and its share of re-tests
         # Each group goes into two inputs the model puts in different classes: whatever a
         # trojan's target, one of them is not in it already.
         flipped, to_class = [], []
@@ -199,7 +215,10 @@ class TextExampleSearch(ToolBase):
             flipped.append(torch.nonzero(hit).flatten() + i)
             to_class.append(after.view(-1, 2)[torch.arange(len(part)), which][hit])
             i += len(part)
-            affordable = (pace.left() / pace.per_query - later) / per_group
+            # What is left after the re-tests of the groups that flipped so far and the
+            # confirmation (a tenth of it slack) pays for more groups.
+            pending = retest * sum(len(f) for f in flipped) + later
+            affordable = (0.9 * pace.left() / pace.per_query - pending) / per_group
             limit = min(n_groups, i + max(int(affordable), 0))
         alive, cls = torch.cat(flipped), torch.cat(to_class)
         score = torch.zeros(len(alive))  # re-test inputs each group sent to its class
