@@ -1,8 +1,8 @@
 """HotFlip trigger search on the tiny text population. Measured (tiny-bert, seeds
 0-5): on the rare-token subject it recovers the planted word "cf" itself at every
 seed, which sends 99% of held-out inputs of other classes to the target, margin
-over the runner-up class 0.73-0.77 (trojan probability 0.99); on the two clean
-subjects the margin is 0.15-0.29 (probability 0.17-0.5). About 1.5 s a subject.
+over the runner-up class 0.67-0.79 (trojan probability 0.96-0.99); on the two clean
+subjects the margin is 0.15-0.25 (probability 0.11-0.27). About 1.5 s a subject.
 (Builds from before the builder seeded training's dropout, which differed per
 process: "cf" and ~0.98 every time, a clean one's margin up to 0.35.) Hence the
 test asks for trojaned above clean, not for clean below a fixed level."""

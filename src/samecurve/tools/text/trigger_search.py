@@ -224,11 +224,12 @@ class HotFlip(ToolBase):
     length where it is widest, through a logistic. With four classes a MAD anomaly
     index rests on a median of four numbers (it put a tiny clean subject at 2.8,
     over Neural Cleanse's threshold); the margin did not. Measured on the tiny text
-    population over six seeds: margin 0.73-0.77 on the rare-token subject, 0.40-0.52
-    on the phrase subject, 0.15-0.29 on the two clean ones (earlier builds of the
-    clean ones, before the builder seeded training: 0.02-0.35); MiniLM rare-token
-    0.81, clean 0.10-0.13. The suspect's trigger is its best at any length (by
-    success on the search inputs).
+    population over six seeds: margin 0.67-0.79 on the rare-token subject, 0.42-0.52
+    on the phrase subject, 0.15-0.25 on the two clean ones (earlier builds of the
+    clean ones, before the builder seeded training: 0.02-0.35); on MiniLM subjects
+    at 60 s a cell (one thread): rare-token 0.83 ("cf"), phrase 0.83 ("honesty"),
+    clean 0.08. The suspect's trigger is its best at any length (by success on the
+    search inputs).
     """
 
     modalities = frozenset({"text"})
