@@ -227,8 +227,8 @@ class HotFlip(ToolBase):
     population over six seeds: margin 0.67-0.79 on the rare-token subject, 0.42-0.52
     on the phrase subject, 0.15-0.25 on the two clean ones (earlier builds of the
     clean ones, before the builder seeded training: 0.02-0.35); on MiniLM subjects
-    at 60 s a cell (one thread): rare-token 0.83 ("cf"), phrase 0.83 ("honesty"),
-    clean 0.08. The suspect's trigger is its best at any length (by success on the
+    at 60 s a cell (one thread): rare-token 0.83 ("cf"), phrase 0.81 ("honesty"),
+    clean 0.02. The suspect's trigger is its best at any length (by success on the
     search inputs).
     """
 
