@@ -15,6 +15,7 @@ Padding positions always score 0."""
 from __future__ import annotations
 
 import warnings
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,7 +47,7 @@ def token_scores(attr: torch.Tensor, ids: torch.Tensor) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class EmbeddingAttribution(ToolBase):
+class EmbeddingAttribution(ToolBase, ABC):
     """A Captum layer method on the model's word-embedding table."""
 
     modalities = TEXT
@@ -60,8 +61,9 @@ class EmbeddingAttribution(ToolBase):
             attr = self.explain(view.model, ids, targets.to(view.device))
         return token_scores(attr, ids)
 
+    @abstractmethod
     def explain(self, model: nn.Module, ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Per-embedding attributions (N, L, D) of each input towards its target."""
 
 
 @register("tool", "token-ig")
