@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,26 @@ def tiny_suite_text(tools: str, subjects: str | None = None, budget: float = 60)
     )
 
 
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Torch on one thread for the block. The session's subjects are built inside it:
+    a model trained on 1 or 2 threads sums its floats in another order and comes out
+    another model (measured: the tiny patch subjects' planted targets ranked 4th with
+    one and 2nd with the other for natural-patch-search), so which test asked first
+    must not choose the population."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def build_all(specs: list, cache: Cache) -> list:
+    with single_thread():
+        return [build(spec, cache) for spec in specs]
+
+
 @pytest.fixture(scope="session")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Cache:
     return Cache(tmp_path_factory.mktemp("cache"))
@@ -48,7 +69,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Cache:
 def population(cache: Cache) -> list:
     """Two patch, one blend and three clean subjects (the tiny suite's)."""
     suite = parse_suite(tiny_suite_text('["oracle"]'))
-    return [build(spec, cache) for spec in suite.subject_specs()]
+    return build_all(suite.subject_specs(), cache)
 
 
 # A patch trojan Neural Cleanse finds with a wide margin: 20% poisoned with one
@@ -68,7 +89,7 @@ STRONG_PATCH = SubjectSpec(
 def strong_patch(cache: Cache):
     """One clearly trojaned subject, for tests whose claim is that a tool finds a
     trojan rather than how it fares on the tiny population's borderline ones."""
-    return build(STRONG_PATCH, cache)
+    return build_all([STRONG_PATCH], cache)[0]
 
 
 @pytest.fixture(scope="session")
@@ -99,7 +120,7 @@ def text_population(cache: Cache) -> list:
     """A rare-token, a phrase and two clean tiny text subjects."""
     specs = [text_spec("rare-token", poison_rate=[0.1, 0.1]), text_spec("phrase"),
              text_spec("clean", 0), text_spec("clean", 1)]
-    return [build(spec, cache) for spec in specs]
+    return build_all(specs, cache)
 
 
 def use_plugin(monkeypatch: pytest.MonkeyPatch, module: str) -> None:
@@ -123,7 +144,5 @@ __all__ = ["TINY_TEXT_TRAIN", "TINY_TRAIN", "SubjectSpec", "text_spec", "tiny_su
 def one_thread() -> Iterator[None]:
     """Torch on one thread for a module of many small ops (tool tests opt in with
     `pytestmark`): on the shared 2-core machine a second thread mostly waits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with single_thread():
+        yield
