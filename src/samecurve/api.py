@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
@@ -349,6 +349,13 @@ class CaseView:
 
     def time_left(self) -> float:
         return self.meter.time_left()
+
+    def time_share(self, share: float) -> CaseView:
+        """This view with a clock of its own, capped at `share` of the time left: for a
+        search that spends all the time it is given (a trigger search) when another step
+        of the same case must run after it. Queries and gradient steps still count on the
+        case's meter, through the model's hooks."""
+        return replace(self, meter=Meter(Budget(seconds=max(share * self.time_left(), 0.0))))
 
     def generator(self, offset: int = 0) -> torch.Generator:
         """A CPU generator seeded from the case seed: tools draw all randomness from it."""

@@ -3,13 +3,16 @@ tiny subject agreeing with its members run one by one."""
 
 from __future__ import annotations
 
+import dataclasses
+import time
+
 import numpy as np
 import pytest
 import torch
 from cases import case_view
 
 from conftest import tiny_suite_text
-from samecurve.api import Finding
+from samecurve.api import Budget, Finding, Meter
 from samecurve.registry import get
 from samecurve.run.suite import SuiteError, parse_suite
 from samecurve.tools.combine import attribution_prior, borda, parse_ensemble, parse_pipeline
@@ -175,3 +178,35 @@ def test_a_distilling_ensemble_keeps_the_most_faithful_program(tmp_path) -> None
     lone = cell(["null", "random"]).metrics
     assert lone["wrong"] == 1.0 and lone["no_answer"] == 0.0
     assert "distill" not in tool_verbs(Ensemble(members=("strip", "activation-clustering")))
+
+
+class _Spends:
+    """A finding stage that spends all the time its view gives it (as hotflip does)."""
+
+    answers = frozenset({"detect", "target", "trigger"})
+
+    def discover(self, view):
+        while view.time_left() > 0:
+            time.sleep(0.01)
+        return Finding(targets=(1,))
+
+
+class _Repairs:
+    """A last stage that records how much time it was left and what it was told."""
+
+    def edit(self, view):
+        self.left, self.prior = view.time_left(), view.prior
+        return view.model
+
+
+def test_an_acting_pipeline_leaves_its_last_stage_time(patch_subject, cache) -> None:
+    pipe = get("tool", "pipeline")(stages=("neural-cleanse", "nc-unlearn"), find_share=0.5)
+    spender, repair = _Spends(), _Repairs()
+    object.__setattr__(pipe, "_tools", (spender, repair))
+    view = case_view(pipe, patch_subject, cache, task="edit")
+    pipe.edit(dataclasses.replace(view, meter=Meter(Budget(seconds=1.0))))  # the clock from here
+    # The search ran out its half; the repair got the other half, and the finding.
+    assert 0.3 < repair.left <= 0.5, repair.left
+    assert repair.prior.targets == (1,)
+    with pytest.raises(ValueError, match="find_share must be in"):
+        get("tool", "pipeline")(stages=("neural-cleanse", "nc-unlearn"), find_share=0)

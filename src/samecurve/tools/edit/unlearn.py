@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from samecurve.api import Budget, CaseView, Finding, Meter
+from samecurve.api import CaseView, Finding
 from samecurve.registry import UnknownName, get, register
 from samecurve.tools.edit.base import BOTH, EditToolBase, repair_data
 from samecurve.tools.edit.surgery import capture, feature_layers
@@ -62,13 +61,9 @@ class NCUnlearn(EditToolBase):
         """A trigger found on the case's model by the modality's own search."""
         if view.modality != "text":
             return NeuralCleanse(steps=self.nc_steps).discover(view)
-        search = text_trigger_search()()
-        # The search spends the time its view says is left: a meter of its own caps it
-        # (queries and gradient steps still count on the case's meter, through the model).
-        clock = Meter(Budget(seconds=max(self.search_share * view.time_left(), 0.0)))
-        found = search.discover(dataclasses.replace(view, meter=clock))
+        found = text_trigger_search()().discover(view.time_share(self.search_share))
         if found.trigger is None:
-            raise RuntimeError(f"{search.name} recovered no trigger to unlearn")
+            raise RuntimeError("hotflip recovered no trigger to unlearn")
         return found
 
 
