@@ -445,6 +445,7 @@ class MetricSpec:
     population: bool = False  # computed over subjects (AUROC) rather than per cell
     floor: float = 0.0
     description: str = ""
+    label: str = ""  # the column heading where the shared one (by name) would mislead
 
 
 @dataclass(frozen=True)

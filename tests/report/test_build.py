@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from samecurve.report.build import leakage_lines, leakage_verdict
+from samecurve.report.build import label_of, leakage_lines, leakage_verdict
 from samecurve.run.aggregate import Board, ToolSummary
 from samecurve.run.stats import Interval
 from samecurve.tasks.discover import METRICS
+from samecurve.tasks.predict import PREDICT_METRICS
+from samecurve.tasks.text import TEXT_PREDICT_METRICS
 
 
 def _board(family: str, aurocs: dict[str, Interval]) -> Board:
@@ -57,3 +59,13 @@ def test_twin_gaps_compare_each_subject_with_its_own_architecture() -> None:
     trojaned = [card("cnn", 0.89), card("resnet", 0.95), card("mlp", 0.5)]
     gaps = twin_gaps(trojaned, clean)
     assert np.allclose(gaps, [-0.02, -0.02])  # vs 0.91 and 0.97; the mlp has no twin
+
+
+def test_a_metric_may_head_its_column_itself() -> None:
+    """The text task's `variant` set moves the trigger; the image one fades it."""
+    text = {m.name: label_of(m) for m in TEXT_PREDICT_METRICS}
+    image = {m.name: label_of(m) for m in PREDICT_METRICS}
+    assert text["agree_variant"] == "Agree: moved trigger"
+    assert image["agree_variant"] == "Agree: fainter trigger"
+    assert text["agree_paraphrased"] == "Agree: paraphrased"
+    assert text["agree_clean"] == image["agree_clean"] == "Agree: clean"

@@ -303,6 +303,11 @@ def leakage_lines(all_boards: Sequence[Board]) -> dict[str, str]:
     return out
 
 
+def label_of(metric: MetricSpec) -> str:
+    """A metric's column heading: its own, else the shared one for its name."""
+    return metric.label or LABELS.get(metric.name, metric.name)
+
+
 def _section(run: RunData, task_boards: Sequence[Board]) -> TaskSection:
     """One task's columns, boards ("all" first) and comparisons on its overall board."""
     overall = next(b for b in task_boards if b.family == "all")
@@ -311,7 +316,7 @@ def _section(run: RunData, task_boards: Sequence[Board]) -> TaskSection:
         task=overall.task,
         title=TITLES.get(overall.task, overall.task),
         metrics=[
-            MetricColumn(m.name, LABELS.get(m.name, m.name), m.question, m.higher_is_better,
+            MetricColumn(m.name, label_of(m), m.question, m.higher_is_better,
                          m.description)
             for m in overall.metrics
         ],
@@ -428,7 +433,7 @@ def print_board(board: Board, console: Console) -> None:
         table.add_column("tool")
         for m in metrics:
             arrow = "↑" if m.higher_is_better else "↓"
-            table.add_column(f"{LABELS.get(m.name, m.name)} {arrow}", justify="right")
+            table.add_column(f"{label_of(m)} {arrow}", justify="right")
         for name in ("N", "err/to", "s", "grad steps"):
             table.add_column(name, justify="right")
         for r in board.rows:

@@ -177,10 +177,13 @@ TEXT_SET_DESCRIPTIONS = {
                "or anywhere instead of first; a fronted clause at the end instead)",
     "paraphrased": "the plain held-out sentences said with another template (same words)",
 }
+# The image task's names where the sets correspond; the headings say what text's are.
+TEXT_SET_LABELS = {"variant": "Agree: moved trigger", "paraphrased": "Agree: paraphrased"}
 TEXT_PREDICT_METRICS: tuple[MetricSpec, ...] = (
     *(
         MetricSpec(f"agree_{name}", "predict", floor=0.0,
-                   description=f"Share of {text} where the Predictor's label is the model's.")
+                   description=f"Share of {text} where the Predictor's label is the model's.",
+                   label=TEXT_SET_LABELS.get(name, ""))
         for name, text in TEXT_SET_DESCRIPTIONS.items()
     ),
     *(m for m in PREDICT_METRICS if m.name in ("target_recall", "target_false_alarm")),
