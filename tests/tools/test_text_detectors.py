@@ -28,6 +28,9 @@ differs (five builds measured, with the global generator at different states):
 
 from __future__ import annotations
 
+import time
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -163,3 +166,24 @@ def test_the_image_queries_of_the_meta_classifier_need_no_clean_data() -> None:
     f = get("tool", "meta-classifier")(steps=3).discover(_view(Biased(100, True), _population(4)))
     assert f.trojan_probability is not None
     assert np.isfinite(f.notes["logit"])
+
+
+class _Slow(nn.Module):
+    """A 4-class model that takes 50 ms a call."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(0.05)
+        return torch.zeros(len(x), 4)
+
+
+def test_strip_inspects_what_fits_in_the_time_left() -> None:
+    """STRIP's inspection stops before a batch it could not finish in time (on MiniLM
+    the fixed sample ran past a 60 s cell); what it did inspect it says."""
+    view = SimpleNamespace(model=_Slow(), modality="image", meter=Meter(Budget(seconds=0.4)),
+                           generator=lambda offset=0: torch.Generator().manual_seed(offset))
+    view.time_left = view.meter.time_left
+    x, pool = torch.rand(320, 3, 4, 4), torch.rand(8, 3, 4, 4)
+    ent = get("tool", "strip")().entropies(view, x, pool, in_time=True)
+    assert 0 < len(ent) < len(x) and len(ent) % 32 == 0
+    assert view.time_left() > -0.05  # it stopped in time
+    assert len(get("tool", "strip")().entropies(view, x[:64], pool)) == 64  # calibration: all

@@ -16,6 +16,7 @@ verdict is weak (see tests/tools/test_text_detectors.py)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,12 +68,22 @@ class Strip(ToolBase):
     text_share: float = 0.5  # text: the share of an input's word tokens each copy replaces
 
     @torch.no_grad()
-    def entropies(self, view: CaseView, x: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
+    def entropies(
+        self, view: CaseView, x: torch.Tensor, pool: torch.Tensor, in_time: bool = False
+    ) -> torch.Tensor:
         """Mean prediction entropy of each input blended 50/50 with random pool images
-        (text: with a share of its tokens replaced by a random pool input's)."""
+        (text: with a share of its tokens replaced by a random pool input's). With
+        `in_time`, stops before a batch that would not finish in the time left (by the
+        slowest batch yet, plus as much again to answer) and returns the inputs done:
+        16 copies of 32 sentences through MiniLM take seconds, and the fixed sample ran
+        to 54-62 s of a 60 s cell."""
         g = view.generator(len(x))
         out = torch.empty(len(x))
+        slowest = 0.0
         for i in range(0, len(x), 32):
+            if in_time and i and view.time_left() < 2 * slowest:
+                return out[:i]
+            began = time.monotonic()
             xb = x[i : i + 32]
             pick = torch.randint(len(pool), (len(xb), self.overlays), generator=g)
             if view.modality == "text":
@@ -82,6 +93,7 @@ class Strip(ToolBase):
             p = torch.softmax(view.model(blended.flatten(0, 1)), 1).clamp_min(1e-12)
             ent = -(p * p.log()).sum(1).view(len(xb), self.overlays).mean(1)
             out[i : i + 32] = ent.cpu()
+            slowest = max(slowest, time.monotonic() - began)
         return out
 
     def discover(self, view: CaseView) -> Finding:
@@ -97,7 +109,8 @@ class Strip(ToolBase):
             half = len(clean) // 2  # calibrate on one half, blend with the other
             calibrate, pool = clean[:half], clean[half:]
         threshold = torch.quantile(self.entropies(view, calibrate, pool), self.false_alarm)
-        ent = self.entropies(view, inspected, pool)
+        ent = self.entropies(view, inspected, pool, in_time=True)
+        inspected = inspected[: len(ent)]
         flagged = ent < threshold
         n, k = len(ent), int(flagged.sum())
         # Posterior of "trojaned" from a two-rate binomial model (even prior).
