@@ -44,7 +44,7 @@ def tiny_suite_text(tools: str, subjects: str | None = None, budget: float = 60)
 def single_thread() -> Iterator[None]:
     """Torch on one thread for the block. The session's subjects are built inside it:
     a model trained on 1 or 2 threads sums its floats in another order and comes out
-    another model (measured: the tiny patch subjects' planted targets ranked 4th with
+    another model (measured: a tiny patch subject's planted target ranked 5th with
     one and 2nd with the other for natural-patch-search), so which test asked first
     must not choose the population."""
     threads = torch.get_num_threads()
