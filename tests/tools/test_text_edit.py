@@ -152,10 +152,6 @@ def test_nc_unlearn_alone_on_text_needs_hotflip(rare, cache, monkeypatch) -> Non
 
 def test_nc_unlearn_alone_on_text_searches_with_hotflip(rare, cache) -> None:
     """Measured 0.06-0.08 after, accuracy within 2.4 points (hotflip finds "cf")."""
-    try:
-        unlearn.text_trigger_search()
-    except RuntimeError:
-        pytest.skip("the hotflip tool is not registered here")
     tool = get("tool", "nc-unlearn")()
     view = case_view(tool, rare, cache, task="edit-text", seconds=60)
     asr0, acc0 = _measure(rare.model, rare)
