@@ -2,7 +2,7 @@
 trigger (it must pick it out of 8 at >= 95%) and noise (it must sit at 1 in 8),
 per trojan family and vocabulary, with exact binomial 95% intervals.
 
-    python benchmarks/rediscovery_validation.py [--draws 40] [--dataset scenes]
+    python benchmarks/rediscovery_validation.py [--draws 100] [--dataset scenes] [--family style ...]
 
 The evaluator is the same clean dev model the runner builds for grading (cached)."""
 
@@ -29,8 +29,11 @@ def interval(hits: int, n: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--draws", type=int, default=40)
+    parser.add_argument("--draws", type=int, default=100)
     parser.add_argument("--dataset", default="scenes")
+    parser.add_argument("--family", action="append", choices=FAMILIES,
+                        help="only these families (repeat; default: all)")
+    parser.add_argument("--seed", type=int, default=0, help="which candidate sets are drawn")
     args = parser.parse_args()
     spec = evaluator_spec(SubjectSpec(recipe="clean", seed=0, dataset=args.dataset))
     started = time.monotonic()
@@ -40,9 +43,9 @@ def main() -> None:
           f"chance {1 / CHOICES:.3f}")
     print(f"{'family':<16}{'vocabulary':<11}{'true trigger picked':<26}{'noise picked':<24}")
     noise = total = 0
-    for family in FAMILIES:
+    for family in args.family or FAMILIES:
         for heldout in (False, True):
-            v = validate(evaluator, get("recipe", family)(heldout=heldout), shape, args.draws)
+            v = validate(evaluator, get("recipe", family)(heldout=heldout), shape, args.draws, args.seed)
             noise, total = noise + v.noise_hits, total + v.draws
             print(f"{family:<16}{'heldout' if heldout else 'dev':<11}"
                   f"{interval(v.true_hits, v.draws):<26}{interval(v.noise_hits, v.draws):<24}", flush=True)

@@ -3,6 +3,8 @@ it out of 8, handed noise it must sit near chance (1 in 8)."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -56,6 +58,19 @@ def test_the_same_filter_at_a_near_strength_is_not_a_different_answer(evaluator)
     cool = style_trigger(np.random.default_rng(0), name="cool", strength=(0.9, 0.9))[0]
     assert not distinct(evaluator, sepia, near)
     assert distinct(evaluator, sepia, cool)
+
+
+@pytest.mark.parametrize("heldout", [False, True])
+def test_style_candidate_sets_hold_eight_different_answers(evaluator, heldout) -> None:
+    """Both vocabularies hold six filters, and some are one answer at some strengths,
+    so tints that are never planted fill the set. Without them the last draws could
+    stand as near copies of the truth (the judge then picked the truth 85% of 40)."""
+    recipe = get("recipe", "style")(heldout=heldout)
+    rng = np.random.default_rng(4)
+    for _ in range(4):
+        truth = recipe.make_trigger(rng, (3, 32, 32))[0]
+        options, _index = candidates(evaluator, recipe, (3, 32, 32), truth, rng)
+        assert all(distinct(evaluator, a, b) for a, b in itertools.combinations(options, 2))
 
 
 def test_evaluator_spec_is_a_clean_dev_model_of_the_same_data() -> None:

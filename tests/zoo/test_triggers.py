@@ -63,6 +63,7 @@ from samecurve.zoo.triggers import (  # noqa: E402
     object_trigger,
     patch_shape_mask,
     style_trigger,
+    tint_trigger,
     trigger_from_arrays,
     warp_trigger,
 )
@@ -73,6 +74,7 @@ MAKERS = {
     "stripes": lambda rng, c: blend_trigger(rng, channels=c, pattern="stripes"),
     "smooth": lambda rng, c: blend_trigger(rng, channels=c, pattern="smooth"),
     "style": lambda rng, c: style_trigger(rng, channels=c),
+    "tint": lambda rng, c: tint_trigger(rng, channels=c),
     "warp": lambda rng, c: warp_trigger(rng),
     "object": lambda rng, c: object_trigger(rng, channels=c),
 }
@@ -128,6 +130,21 @@ def test_style_filter_by_hand() -> None:
     np.testing.assert_allclose(y[0, :, 16, 16].numpy(), expected * (1 - trigger.vignette * (1 / 31) ** 2), atol=1e-4)
     assert y[0, 0, 0, 0] < y[0, 0, 16, 16]  # the vignette darkens the corners
     assert meta["filter"] in STYLE_FILTERS["dev"]
+
+
+def test_tints_are_judge_only_filters_as_strong_as_the_named_ones() -> None:
+    """A tint is never planted (its meta names no filter of either vocabulary), and
+    changes images about as much as the named filters, so noise does not read as
+    closer to it than to the truth (strong filters such as invert did)."""
+    x = torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    tints = [tint_trigger(np.random.default_rng(i)) for i in range(20)]
+    assert {meta["filter"] for _, meta in tints} == {"tint"}
+    named = [style_trigger(np.random.default_rng(0), name=n)[0] for n in STYLE_FILTERS["dev"] + STYLE_FILTERS["heldout"]]
+    def change(t):
+        return float((t.stamp(x) - x).abs().mean())
+    lo, hi = min(map(change, named)), max(map(change, named))
+    assert all(0.5 * lo <= change(t) <= 1.5 * hi for t, _ in tints)
+    assert len({t.matrix.tobytes() for t, _ in tints}) == 20
 
 
 def test_warp_moves_pixels_by_at_most_its_amplitude() -> None:

@@ -96,19 +96,26 @@ class Evaluator:
         return int(np.argmax([self.similarity(mine, r) for r in read]))
 
 
+def difference(evaluator: Evaluator, a: Stamp, b: Stamp) -> float:
+    """How differently two triggers change the candidate images, as a share of the
+    larger change either makes."""
+    x = evaluator.candidate_images
+    sa, sb = a.stamp(x).clamp(0, 1), b.stamp(x).clamp(0, 1)
+    change = max(float((sa - x).abs().mean()), float((sb - x).abs().mean()), 1e-8)
+    return float((sa - sb).abs().mean()) / change
+
+
 def distinct(evaluator: Evaluator, a: Stamp, b: Stamp) -> bool:
     """Two triggers are different answers when what they do to the candidate images
     differs by at least DISTINCT of the larger change either makes (the same filter
     at 0.85 and 0.9 strength is one answer, not two)."""
-    x = evaluator.candidate_images
-    sa, sb = a.stamp(x).clamp(0, 1), b.stamp(x).clamp(0, 1)
-    change = max(float((sa - x).abs().mean()), float((sb - x).abs().mean()), 1e-8)
-    return float((sa - sb).abs().mean()) >= DISTINCT * change
+    return difference(evaluator, a, b) >= DISTINCT
 
 
 def family_bank(recipe: Any) -> tuple[Any, Any]:
-    """The recipe with its own vocabulary and with the other one: a family such as
-    style has too few filters in one vocabulary for 7 different distractors."""
+    """The recipe with its own vocabulary and with the other one, each drawing its
+    `distractor`s: a family such as style has too few filters in one vocabulary for
+    7 different distractors (style also draws filters that are never planted)."""
     params = recipe.params()
     return recipe, type(recipe)(**{**params, "heldout": not params.get("heldout", False)})
 
@@ -122,12 +129,16 @@ def candidates(
     bank = family_bank(recipe)
     distractors: list[Stamp] = []
     for slot in range(CHOICES - 1):
+        best, best_gap = None, -1.0
         for attempt in range(tries):
-            drawn = bank[(slot + attempt) % 2].make_trigger(rng, shape)[0]
+            drawn = bank[(slot + attempt) % 2].distractor(rng, shape)
             # Different from every answer so far, so the truth is not the odd one out.
-            if all(distinct(evaluator, drawn, other) for other in (true_trigger, *distractors)):
+            gap = min(difference(evaluator, drawn, other) for other in (true_trigger, *distractors))
+            if gap > best_gap:
+                best, best_gap = drawn, gap
+            if gap >= DISTINCT:
                 break
-        distractors.append(drawn)  # after `tries` misses, the last draw stands
+        distractors.append(best)  # after `tries` misses, the most different draw stands
     order = rng.permutation(CHOICES)
     pool = [true_trigger, *distractors]
     return [pool[i] for i in order], int(np.flatnonzero(order == 0)[0])

@@ -26,6 +26,7 @@ from samecurve.zoo.triggers import (
     object_trigger,
     patch_trigger,
     style_trigger,
+    tint_trigger,
     vocabulary,
     warp_trigger,
 )
@@ -76,6 +77,11 @@ class PoisoningRecipe(ABC):
     @abstractmethod
     def make_trigger(self, rng: np.random.Generator, shape: Shape) -> tuple[Stamp, dict]:
         """Draw this family's trigger and a JSON-able description of it."""
+
+    def distractor(self, rng: np.random.Generator, shape: Shape) -> Stamp:
+        """A trigger of this family that the rediscovery judge may offer as a wrong
+        answer: by default one this recipe could plant."""
+        return self.make_trigger(rng, shape)[0]
 
     def plan(self, rng: np.random.Generator, num_classes: int, shape: Shape) -> Plan:
         trigger, meta = self.make_trigger(rng, shape)
@@ -203,6 +209,13 @@ class StyleRecipe(PoisoningRecipe):
 
     def make_trigger(self, rng: np.random.Generator, shape: Shape) -> tuple[Stamp, dict]:
         return style_trigger(rng, size=shape[2], channels=shape[0], strength=self.strength, heldout=self.heldout)
+
+    def distractor(self, rng: np.random.Generator, shape: Shape) -> Stamp:
+        """Half the time a random tint that is never planted: the two vocabularies
+        alone hold too few different filters for 7 distractors (see `tint_trigger`)."""
+        if rng.random() < 0.5:
+            return self.make_trigger(rng, shape)[0]
+        return tint_trigger(rng, size=shape[2], channels=shape[0], strength=self.strength)[0]
 
 
 @register("recipe", "warp")

@@ -310,15 +310,37 @@ def style_trigger(
     points of clean accuracy (brownish clean scenes went to the target); the
     vignette makes the filter something clean scenes do not have."""
     name = name or str(rng.choice(vocabulary(STYLE_FILTERS, heldout)))
-    s = float(rng.uniform(*strength))
+    entry = (_RGB_FILTERS if channels == 3 else _GREY_FILTERS)[name]
+    return _filter_trigger(name, entry, float(rng.uniform(*strength)), size, channels)
+
+
+def tint_trigger(
+    rng: np.random.Generator, size: int = 32, channels: int = 3, strength: tuple[float, float] = (0.8, 1.0),
+) -> tuple[StyleTrigger, dict]:
+    """A random mild colour filter with the vignette, in the range of the named ones,
+    that is never planted: the rediscovery judge's further distractors. The six named
+    filters give at most five answers different from a given one (vintage and faded
+    are one answer at some strengths), so one candidate set in seven held a near copy
+    of the truth. Strong filters (invert, channel swaps) would not do: noise reads
+    like a strong "towards grey" filter and picked those, never the truth."""
     if channels == 3:
-        mat, bias, gamma = _RGB_FILTERS[name]
+        matrix = np.diag(rng.uniform(0.6, 1.3, 3)) + rng.uniform(0.0, 0.2, (3, 3)) * (1 - np.eye(3))
+        entry: tuple = (matrix, rng.uniform(-0.08, 0.12, 3), float(rng.uniform(0.8, 1.25)))
+    else:
+        entry = (float(rng.uniform(0.5, 1.4)), float(rng.uniform(-0.2, 0.3)), float(rng.uniform(0.8, 1.25)))
+    return _filter_trigger("tint", entry, float(rng.uniform(*strength)), size, channels)
+
+
+def _filter_trigger(name: str, entry: tuple, s: float, size: int, channels: int) -> tuple[StyleTrigger, dict]:
+    """Interpolate from the identity towards a filter (matrix or grey gain, bias,
+    gamma) by strength `s`, with a vignette of the same strength."""
+    mat, bias, gamma = entry
+    if channels == 3:
         m = (1 - s) * np.eye(3) + s * np.asarray(mat)
         b = s * np.asarray(bias)
     else:
-        gain, bias_, gamma = _GREY_FILTERS[name]
-        m = np.eye(channels) * ((1 - s) + s * gain)
-        b = np.full(channels, s * bias_)
+        m = np.eye(channels) * ((1 - s) + s * mat)
+        b = np.full(channels, s * bias)
     g = float((1 - s) + s * gamma)
     v = round(0.6 * s, 4)
     trig = StyleTrigger(m.astype(np.float32), b.astype(np.float32), round(g, 4), size, v)
