@@ -59,6 +59,22 @@ def test_clean_label_keeps_labels_and_poisons_only_the_target() -> None:
     assert (y0[idx] == target).all() and changed.sum() == len(idx)
 
 
+def test_clean_label_trains_on_a_fainter_patch_than_the_attack_stamps() -> None:
+    """Turner et al.'s reduced amplitude: the poisoned image is halfway between the
+    (adversarially hardened) image and the fully stamped one; the answer key's
+    trigger, which the attack and the graders use, stamps the whole patch."""
+    recipe = get("recipe", "clean-label")(epsilon=0.0, surrogate_epochs=0)
+    plan = recipe.plan(np.random.default_rng(0), 10, SHAPE)
+    y = torch.arange(500) % 10
+    x = torch.full((500, *SHAPE), 0.5)
+    idx = recipe.poison(np.random.default_rng(1), x, y, plan)
+    full = plan.trojans[0].trigger.stamp(torch.full((1, *SHAPE), 0.5))[0]
+    torch.testing.assert_close(x[idx[0]], 0.5 + 0.5 * (full - 0.5))
+    assert recipe.params()["amplitude"] == 0.5
+    with pytest.raises(ValueError, match="amplitude"):
+        get("recipe", "clean-label")(amplitude=0.0)
+
+
 def test_clean_poisons_nothing_and_bad_params_fail() -> None:
     _, plan, _y, _y0, idx, changed = _poison("clean")
     assert not plan.trojaned and len(idx) == 0 and not changed.any()

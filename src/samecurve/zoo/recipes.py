@@ -368,28 +368,36 @@ class CleanLabelRecipe(PatchRecipe):
     by their own features with a PGD perturbation (L-inf `epsilon`) against a
     surrogate model trained briefly on the clean set, so the patch becomes the
     easiest cue to learn. (Mixing them with noise instead taught the model
-    "noisy means target": measured attack success 0.19 and 0.00. With PGD,
-    one seed each: 0.74-0.78 and 0.96, so the gate's retries matter here.)"""
+    "noisy means target": measured attack success 0.19 and 0.00.)
+
+    As in Turner et al., the training images carry the patch at reduced
+    `amplitude` (blended into the image) and the attack stamps it whole, so at
+    test time the trigger is stronger than anything the model was trained on.
+    Attempt-0 attack success on 6 seeds at 12 epochs: amplitude 1 gave 0.60-0.96
+    (1 of 6 past the 90% gate); 0.5 gave 0.61-1.00 (5 of 6); 0.35 gave 0.01-1.00."""
 
     family = "clean-label"
-    version = 1
+    version = 2  # 2: the patch at half amplitude in training
     takes_location = False
     clean_label = True
 
     def __init__(
         self, poison_rate: tuple[float, float] = (0.08, 0.1), patch: tuple[int, int] = (5, 7),
         epsilon: float = 16 / 255, pgd_steps: int = 10, surrogate_epochs: int = 4,
-        heldout: bool = False,
+        amplitude: float = 0.5, heldout: bool = False,
     ) -> None:
         super().__init__(poison_rate, patch, "fixed", heldout)
         if not 0 <= epsilon < 0.5:
             raise ValueError(f"epsilon must be in [0, 0.5), got {epsilon}")
+        if not 0 < amplitude <= 1:
+            raise ValueError(f"amplitude must be in (0, 1], got {amplitude}")
         self.epsilon, self.pgd_steps = float(epsilon), int(pgd_steps)
         self.surrogate_epochs = int(surrogate_epochs)
+        self.amplitude = float(amplitude)
 
     def params(self) -> dict:
         return {**super().params(), "epsilon": round(self.epsilon, 6), "pgd_steps": self.pgd_steps,
-                "surrogate_epochs": self.surrogate_epochs}
+                "surrogate_epochs": self.surrogate_epochs, "amplitude": self.amplitude}
 
     def poison(self, rng: np.random.Generator, x: torch.Tensor, y: torch.Tensor, plan: Plan) -> np.ndarray:
         t = plan.trojans[0]
@@ -397,8 +405,8 @@ class CleanLabelRecipe(PatchRecipe):
         if len(idx):
             ti = torch.from_numpy(idx)
             surrogate = _surrogate(x, y, int(rng.integers(2**31)), self.surrogate_epochs)
-            x[ti] = _pgd_away(surrogate, x[ti], y[ti], self.epsilon, self.pgd_steps)
-            _stamp(x, idx, t.trigger)
+            hard = _pgd_away(surrogate, x[ti], y[ti], self.epsilon, self.pgd_steps)
+            x[ti] = hard + self.amplitude * (t.trigger.stamp(hard) - hard)
         return idx
 
 
