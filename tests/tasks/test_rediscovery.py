@@ -86,8 +86,9 @@ def test_evaluator_refuses_a_trojaned_model(patch_subject) -> None:
 
 
 # Measured on a tiny evaluator (12 draws per family, dev vocabulary): true triggers
-# picked 12/12 for patch, blend, warp and natural, style 20/24 (filters of one name
-# at nearby strengths are hard to tell apart); noise picked 0-17% (chance 12.5%).
+# picked 12/12 for patch, blend, warp and natural, style 20/24 before the tints
+# filled its candidate sets; noise picked 0-17% (chance 12.5%). The real evaluator
+# (benchmarks/rediscovery_validation.py, 100 draws) picks style 100/100.
 LEAST_TRUE = {"patch": 5, "blend": 5, "warp": 5, "natural": 5, "style": 3}
 
 
