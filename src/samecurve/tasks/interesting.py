@@ -13,16 +13,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from samecurve.api import Stamp
 from samecurve.registry import get
 from samecurve.zoo.builder import split_of
 from samecurve.zoo.train import predict
-
-
-def partial_stamp(stamp: Stamp, x: torch.Tensor, strength: float) -> torch.Tensor:
-    """A held-out variant of a trigger: the input moved `strength` of the way to its
-    stamped self (a fainter patch, a weaker filter or warp). Works for every stamp."""
-    return (x + strength * (stamp.stamp(x) - x)).clamp(0, 1)
 
 
 def noisy(x: torch.Tensor, generator: torch.Generator, sigma: tuple[float, float] = (0.06, 0.15)) -> torch.Tensor:

@@ -43,7 +43,6 @@ from samecurve.tasks.interesting import (
     near_boundary,
     new_backgrounds,
     noisy,
-    partial_stamp,
     recoloured,
     redraws_backgrounds,
     rescaled,
@@ -51,6 +50,7 @@ from samecurve.tasks.interesting import (
 from samecurve.zoo.builder import clean_split
 from samecurve.zoo.seeding import derive
 from samecurve.zoo.train import predict
+from samecurve.zoo.triggers import partial_stamp
 
 NAN = float("nan")
 SETS = ("clean", "triggered", "variant", "shifted", "background", "boundary", "adversarial")

@@ -24,6 +24,7 @@ from samecurve.zoo.triggers import (
     PATCH_SHAPES,
     blend_trigger,
     object_trigger,
+    partial_stamp,
     patch_trigger,
     style_trigger,
     tint_trigger,
@@ -406,7 +407,7 @@ class CleanLabelRecipe(PatchRecipe):
             ti = torch.from_numpy(idx)
             surrogate = _surrogate(x, y, int(rng.integers(2**31)), self.surrogate_epochs)
             hard = _pgd_away(surrogate, x[ti], y[ti], self.epsilon, self.pgd_steps)
-            x[ti] = hard + self.amplitude * (t.trigger.stamp(hard) - hard)
+            x[ti] = partial_stamp(t.trigger, hard, self.amplitude)
         return idx
 
 

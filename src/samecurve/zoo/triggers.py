@@ -57,6 +57,13 @@ def vocabulary(table: Mapping[str, tuple], heldout: bool) -> tuple:
     return table["heldout" if heldout else "dev"]
 
 
+def partial_stamp(stamp: Stamp, x: torch.Tensor, strength: float) -> torch.Tensor:
+    """The input moved `strength` of the way to its stamped self (a fainter patch, a
+    weaker filter or warp): the predict task's held-out trigger variant, and the
+    clean-label recipe's reduced-amplitude poison. Works for every stamp."""
+    return (x + strength * (stamp.stamp(x) - x)).clamp(0, 1)
+
+
 def _placement_rng(seed: int, n: int) -> np.random.Generator:
     """Where a randomly placed trigger lands: fixed by its seed and the batch size,
     so stamping the same batch twice gives the same images."""
