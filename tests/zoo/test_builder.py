@@ -218,3 +218,23 @@ def test_a_gate_failure_is_cached_and_not_retrained(tmp_path, monkeypatch) -> No
     assert cache.failure(spec.id) is None
     with pytest.raises(AssertionError, match="retrained"):
         build(spec, cache)
+
+
+def test_a_paired_twin_is_the_clean_attempt_bit_for_bit() -> None:
+    """benchmarks/clean_accuracy_gap.py pairs each trojaned attempt with a clean net of
+    the same initialisation and data order. For the clean recipe (nothing poisoned)
+    that twin must be the attempt's own model, or the gap would hold seed noise."""
+    from dataclasses import replace
+
+    from samecurve.zoo.builder import train_attempt, train_twin
+
+    spec = SubjectSpec(recipe="clean", seed=3, train=replace(TINY_TRAIN, epochs=1))
+    trial = train_attempt(spec, 0)
+    twin = train_twin(spec, trial)
+    for a, b in zip(trial.model.state_dict().values(), twin.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    patch = SubjectSpec(recipe="patch", seed=3, train=spec.train)
+    poisoned = train_attempt(patch, 0)
+    twin = train_twin(patch, poisoned)  # the poison, and only it, tells them apart
+    assert any(not torch.equal(a, b) for a, b in zip(
+        poisoned.model.state_dict().values(), twin.state_dict().values(), strict=True))

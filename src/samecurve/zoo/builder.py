@@ -22,7 +22,7 @@ from samecurve.registry import get
 from samecurve.zoo.cache import Cache
 from samecurve.zoo.recipes import Plan
 from samecurve.zoo.seeding import derive
-from samecurve.zoo.train import TrainConfig, predict
+from samecurve.zoo.train import TrainConfig, predict, train_classifier
 from samecurve.zoo.triggers import apply_decoys
 
 # Named data streams of a subject. "val" is the clean data tools may see,
@@ -185,6 +185,58 @@ def _describe(plan: Plan) -> dict[str, Any]:
     return out
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One training attempt of a subject: the model and what it was trained on."""
+
+    model: torch.nn.Module
+    plan: Plan
+    key: AnswerKey
+    test: Split
+    effective_seed: int
+    clean_train: tuple[torch.Tensor, torch.Tensor]  # the same training set, unpoisoned
+
+
+def new_model(spec: SubjectSpec, effective_seed: int) -> torch.nn.Module:
+    """The untrained net of an attempt, initialised from the attempt's seed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive(effective_seed, "init"))
+        return get("arch", spec.arch)(**dataset_arch_params(spec.make_dataset()))
+
+
+def train_attempt(spec: SubjectSpec, attempt: int) -> Attempt:
+    """Plan, poison and train attempt `attempt` of a (trojan) subject. Every seed comes
+    from the attempt's effective seed, so a paired clean twin (same init, same data
+    order, unpoisoned data: `train_twin`) can be trained beside it."""
+    recipe, dataset = spec.make_recipe(), spec.make_dataset()
+    eff = derive(spec.population, spec.recipe, spec.seed, attempt)
+    plan = recipe.plan(np.random.default_rng(derive(eff, "plan")), dataset.num_classes,
+                       tuple(dataset.input_shape))
+    x, y, clean_x, clean_y, poisoned = _training_set(spec, plan, eff)
+    model = new_model(spec, eff)
+    with torch.random.fork_rng(devices=[]):  # dropout draws from the global generator
+        torch.manual_seed(derive(eff, "fit"))
+        recipe.fit(model, x, y, (clean_x, clean_y), spec.train, derive(eff, "order"))
+    test = split_of(spec.dataset, spec.dataset_params, eff, "test", spec.train.test_size)
+    key = plan.answer_key(recipe.family, len(poisoned) / len(y), recipe.clean_label)
+    return Attempt(model, plan, key, test, eff, (clean_x, clean_y))
+
+
+def train_twin(spec: SubjectSpec, trial: Attempt) -> torch.nn.Module:
+    """The attempt's paired clean twin: same initialisation, same data order, the same
+    training set before poisoning, the shared loop. Its accuracy less the attempt's is
+    the poison's cost alone, without seed noise."""
+    twin = new_model(spec, trial.effective_seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive(trial.effective_seed, "fit"))
+        train_classifier(twin, *trial.clean_train, spec.train, derive(trial.effective_seed, "order"))
+    return twin
+
+
+def accuracy(model: torch.nn.Module, split: Split) -> float:
+    return float((predict(model, split.x) == split.y).float().mean())
+
+
 def build(spec: SubjectSpec, cache: Cache) -> Subject:
     """Load the subject from the cache, or build, gate and cache it."""
     subject_id = spec.id
@@ -204,18 +256,9 @@ def build(spec: SubjectSpec, cache: Cache) -> Subject:
     arch_params = dataset_arch_params(dataset)
     attempts: list[dict[str, Any]] = []
     for attempt in range(spec.train.max_attempts):
-        eff = derive(spec.population, spec.recipe, spec.seed, attempt)
-        plan = recipe.plan(np.random.default_rng(derive(eff, "plan")), dataset.num_classes, shape)
-        x, y, clean_x, clean_y, poisoned = _training_set(spec, plan, eff)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive(eff, "init"))
-            model = get("arch", spec.arch)(**arch_params)
-        with torch.random.fork_rng(devices=[]):  # dropout draws from the global generator
-            torch.manual_seed(derive(eff, "fit"))
-            recipe.fit(model, x, y, (clean_x, clean_y), spec.train, derive(eff, "order"))
-        test = split_of(spec.dataset, spec.dataset_params, eff, "test", spec.train.test_size)
-        acc = float((predict(model, test.x) == test.y).float().mean())
-        key = plan.answer_key(recipe.family, len(poisoned) / len(y), recipe.clean_label)
+        trial = train_attempt(spec, attempt)
+        model, plan, key, test, eff = trial.model, trial.plan, trial.key, trial.test, trial.effective_seed
+        acc = accuracy(model, test)
         each = attack_success_rates(model, key, test)
         asr = min(each) if each else None
         record: dict[str, Any] = {"attempt": attempt, "clean_accuracy": acc, "attack_success": asr}
