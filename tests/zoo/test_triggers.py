@@ -77,6 +77,7 @@ MAKERS = {
     "tint": lambda rng, c: tint_trigger(rng, channels=c),
     "warp": lambda rng, c: warp_trigger(rng),
     "object": lambda rng, c: object_trigger(rng, channels=c),
+    "visible object": lambda rng, c: object_trigger(rng, channels=c, tries=4),
 }
 
 
@@ -111,6 +112,27 @@ def test_random_patch_lands_in_different_places() -> None:
     centres = {tuple(np.argwhere(f).mean(0).round()) for f in fp}
     assert len(centres) > 10 and not trigger.fixed_footprint
     assert all(f.sum() == 16 for f in fp)
+
+
+def test_a_natural_object_lands_where_it_shows() -> None:
+    """With tries, each input gets the place (of those drawn) whose covered pixels
+    differ most from the object's colour: on half-green scenes a green object
+    lands on the other half, where one place alone hides it half the time."""
+    x = torch.zeros(64, 3, 32, 32)
+    x[:, 1, :, :16] = 0.9  # the left half is the object's own green
+    colour = np.array([0.1, 0.9, 0.1], np.float32)
+
+    def hidden(tries: int) -> float:
+        from samecurve.zoo.triggers import ObjectTrigger
+
+        trigger = ObjectTrigger("box", colour, (4.0, 5.0), 32, seed=3, tries=tries)
+        _, fp = trigger.stamp_with_footprint(x)
+        left = np.array([f[:, :16].sum() / f.sum() for f in fp])
+        return float((left > 0.5).mean())
+
+    assert hidden(1) > 0.3
+    assert hidden(8) < 0.05
+    assert object_trigger(np.random.default_rng(0), tries=4)[0].meta()["tries"] == 4
 
 
 def test_patch_outlines_by_hand() -> None:

@@ -261,22 +261,28 @@ class WarpRecipe(PoisoningRecipe):
 @register("recipe", "natural")
 class NaturalRecipe(PoisoningRecipe):
     """A natural feature as trigger: a small object of one shape and colour (the kind
-    of secondary object scenes already contain) anywhere in the image."""
+    of secondary object scenes already contain) anywhere in the image where it is
+    visible: the best of `tries` places (see `ObjectTrigger`)."""
 
     family = "natural"
+    version = 2  # 2: the most visible of `tries` places
 
     def __init__(
         self, poison_rate: tuple[float, float] = (0.08, 0.15), radius: tuple[float, float] = (0.12, 0.16),
-        heldout: bool = False,
+        tries: int = 4, heldout: bool = False,
     ) -> None:
         super().__init__(poison_rate, heldout)
         self.radius = _check_range("radius", radius, hi=0.5)
+        if not 1 <= tries <= 16:
+            raise ValueError(f"tries must be 1-16 places per input, got {tries}")
+        self.tries = int(tries)
 
     def params(self) -> dict:
-        return {**super().params(), "radius": list(self.radius)}
+        return {**super().params(), "radius": list(self.radius), "tries": self.tries}
 
     def make_trigger(self, rng: np.random.Generator, shape: Shape) -> tuple[Stamp, dict]:
-        return object_trigger(rng, size=shape[2], channels=shape[0], radius=self.radius, heldout=self.heldout)
+        return object_trigger(rng, size=shape[2], channels=shape[0], radius=self.radius,
+                              heldout=self.heldout, tries=self.tries)
 
 
 class SourceOnly:
@@ -375,15 +381,21 @@ class CleanLabelRecipe(PatchRecipe):
     `amplitude` (blended into the image) and the attack stamps it whole, so at
     test time the trigger is stronger than anything the model was trained on.
     Attempt-0 attack success on 6 seeds at 12 epochs: amplitude 1 gave 0.60-0.96
-    (1 of 6 past the 90% gate); 0.5 gave 0.61-1.00 (5 of 6); 0.35 gave 0.01-1.00."""
+    (1 of 6 past the 90% gate); 0.5 gave 0.61-1.00 (5 of 6); 0.35 gave 0.01-1.00.
+
+    Only part of the target class is poisoned: at 8-10% of the set (nearly the whole
+    class) the model learned the class from the patch and lost it on clean images
+    (target recall 0.23 against its paired twin's 0.94; gap -7.1 points). At 5-7%
+    the gap to paired twins is +0.3 [-1.4, +2.0] points and 4 of 6 seeds pass at
+    the first attempt (`benchmarks/clean_accuracy_gap.py`)."""
 
     family = "clean-label"
-    version = 2  # 2: the patch at half amplitude in training
+    version = 3  # 2: the patch at half amplitude in training; 3: 5-7% poisoned, not 8-10%
     takes_location = False
     clean_label = True
 
     def __init__(
-        self, poison_rate: tuple[float, float] = (0.08, 0.1), patch: tuple[int, int] = (5, 7),
+        self, poison_rate: tuple[float, float] = (0.05, 0.07), patch: tuple[int, int] = (5, 7),
         epsilon: float = 16 / 255, pgd_steps: int = 10, surrogate_epochs: int = 4,
         amplitude: float = 0.5, heldout: bool = False,
     ) -> None:

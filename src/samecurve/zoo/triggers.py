@@ -414,13 +414,21 @@ def warp_trigger(
 @dataclass(frozen=True, eq=False)
 class ObjectTrigger(_PlacedPerInput):
     """A natural feature: a small object of one shape and colour, of the kind that
-    occurs in ordinary scenes, drawn at a random place and tilt in each input."""
+    occurs in ordinary scenes, drawn at a random place and tilt in each input.
+
+    With `tries` > 1 each input gets the most visible of that many drawn places (the
+    largest colour distance to the pixels it covers), as an object in a photograph
+    stands out from what is behind it. With one place, a fifth of the scenes hid
+    the object on a background of its own colour: the model could not learn it
+    there (attack success 0.08-0.49 below contrast 0.4) and those poisoned images
+    became label noise that cost clean accuracy."""
 
     shape: str
     colour: np.ndarray  # (C,)
     radius: tuple[float, float]  # pixels
     size: int
     seed: int
+    tries: int = 1
 
     kind: ClassVar[str] = "object"
 
@@ -432,22 +440,44 @@ class ObjectTrigger(_PlacedPerInput):
         centre = rng.uniform(margin, self.size - margin, (n, 2))
         rot = rng.uniform(0, 2 * np.pi, n)
         alpha = shape_alpha(self.shape, centre, r, rot, size=self.size)
+        if self.tries > 1:
+            alpha = self._most_visible(x, alpha, rng, r, margin)
         a = torch.as_tensor(alpha, dtype=x.dtype, device=x.device)[:, None]
         col = torch.as_tensor(self.colour, dtype=x.dtype, device=x.device)[None, :, None, None]
         return (1 - a) * x + a * col, alpha > 0
+
+    def _most_visible(self, x: torch.Tensor, first: np.ndarray, rng: np.random.Generator,
+                      r: np.ndarray, margin: float) -> np.ndarray:
+        """Per input, the footprint (of `tries` drawn places) whose covered pixels
+        differ most in colour from the object."""
+        n = x.shape[0]
+        pixels = x.detach().cpu().numpy().astype(np.float32)
+        colour = np.asarray(self.colour, np.float32)[None, :, None, None]
+        best, best_score = first, np.full(n, -1.0)
+        for t in range(self.tries):
+            alpha = first if t == 0 else shape_alpha(
+                self.shape, rng.uniform(margin, self.size - margin, (n, 2)), r,
+                rng.uniform(0, 2 * np.pi, n), size=self.size)
+            covered = alpha.sum((1, 2)).clip(min=1e-6)
+            mean = (pixels * alpha[:, None]).sum((2, 3)) / covered[:, None]
+            score = np.linalg.norm(mean - colour[:, :, 0, 0], axis=1)
+            better = score > best_score
+            best = np.where(better[:, None, None], alpha, best)
+            best_score = np.where(better, score, best_score)
+        return best
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"colour": self.colour}
 
     def meta(self) -> dict[str, Any]:
         return {"shape": self.shape, "radius": list(self.radius), "size": self.size,
-                "placement_seed": self.seed}
+                "placement_seed": self.seed, "tries": self.tries}
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> ObjectTrigger:
         lo, hi = meta["radius"]
         return cls(meta["shape"], arrays["colour"].astype(np.float32), (float(lo), float(hi)),
-                   int(meta["size"]), int(meta["placement_seed"]))
+                   int(meta["size"]), int(meta["placement_seed"]), int(meta.get("tries", 1)))
 
 
 def object_trigger(
@@ -456,16 +486,17 @@ def object_trigger(
     channels: int = 3,
     radius: tuple[float, float] = (0.12, 0.16),
     heldout: bool = False,
+    tries: int = 1,
 ) -> tuple[ObjectTrigger, dict]:
     """A natural trigger object: a shape and a colour from the dev or heldout vocabulary,
-    `radius` a fraction of the image size."""
+    `radius` a fraction of the image size, placed where it shows best of `tries` places."""
     shape = str(rng.choice(vocabulary(OBJECT_SHAPES, heldout)))
     palette = vocabulary(OBJECT_COLOURS, heldout)
     rgb = np.asarray(palette[int(rng.integers(len(palette)))], np.float32)
     colour = rgb if channels == 3 else np.full(channels, float(rgb @ [0.299, 0.587, 0.114]), np.float32)
     r = (radius[0] * size, radius[1] * size)
     seed = int(rng.integers(2**31))
-    trig = ObjectTrigger(shape, colour, r, size, seed)
+    trig = ObjectTrigger(shape, colour, r, size, seed, tries)
     return trig, {"kind": "object", "shape": shape, "colour": [round(float(c), 3) for c in colour]}
 
 
