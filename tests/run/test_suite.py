@@ -96,3 +96,12 @@ def test_builtin_suites_parse(name: str) -> None:
     s = load_suite(name)
     families = {spec.make_recipe().family for spec in s.subject_specs()}
     assert "clean" in families and len(families) >= 3
+
+
+def test_the_full_suite_plants_every_family_on_both_image_datasets() -> None:
+    """Issue 3: every trojan family on procedural scenes and on real handwriting."""
+    specs = load_suite("full").subject_specs()
+    image = {"patch", "blend", "style", "warp", "natural", "source-specific", "multi", "clean-label"}
+    for dataset in ("scenes", "digits"):
+        families = {s.make_recipe().family for s in specs if s.dataset == dataset}
+        assert image <= families, (dataset, image - families)
