@@ -29,12 +29,11 @@ from scipy import stats
 import samecurve.zoo.recipes  # noqa: F401  (registers the recipes)
 from samecurve.zoo.builder import (
     SubjectSpec,
-    accuracy,
     attack_success_rate,
     train_attempt,
     train_twin,
 )
-from samecurve.zoo.train import TrainConfig
+from samecurve.zoo.train import TrainConfig, accuracy
 
 FAMILIES = ("patch", "blend", "style", "warp", "natural", "source-specific", "multi", "clean-label")
 ARCHS = ("small-cnn", "small-resnet")
@@ -49,7 +48,8 @@ def measure(job: tuple[str, int, str, dict]) -> tuple:
                        arch=ARCHS[seed % len(ARCHS)], train=TrainConfig(max_attempts=1))
     trial = train_attempt(spec, 0)
     twin = train_twin(spec, trial)
-    acc, twin_acc = accuracy(trial.model, trial.test), accuracy(twin, trial.test)
+    x, y = trial.test.x, trial.test.y
+    acc, twin_acc = accuracy(trial.model, x, y), accuracy(twin, x, y)
     asr = attack_success_rate(trial.model, trial.key, trial.test)
     return family, seed, spec.arch, acc, twin_acc, asr, time.monotonic() - started
 

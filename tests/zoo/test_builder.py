@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -17,6 +18,8 @@ from samecurve.zoo.builder import (
     attack_success_rate,
     build,
     clean_split,
+    train_attempt,
+    train_twin,
     training_sample,
 )
 from samecurve.zoo.cache import Cache, CorruptSubject
@@ -224,11 +227,7 @@ def test_a_paired_twin_is_the_clean_attempt_bit_for_bit() -> None:
     """benchmarks/clean_accuracy_gap.py pairs each trojaned attempt with a clean net of
     the same initialisation and data order. For the clean recipe (nothing poisoned)
     that twin must be the attempt's own model, or the gap would hold seed noise."""
-    from dataclasses import replace
-
-    from samecurve.zoo.builder import train_attempt, train_twin
-
-    spec = SubjectSpec(recipe="clean", seed=3, train=replace(TINY_TRAIN, epochs=1))
+    spec = SubjectSpec(recipe="clean", seed=3, train=dataclasses.replace(TINY_TRAIN, epochs=1))
     trial = train_attempt(spec, 0)
     twin = train_twin(spec, trial)
     for a, b in zip(trial.model.state_dict().values(), twin.state_dict().values(), strict=True):

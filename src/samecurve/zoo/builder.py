@@ -22,7 +22,7 @@ from samecurve.registry import get
 from samecurve.zoo.cache import Cache
 from samecurve.zoo.recipes import Plan
 from samecurve.zoo.seeding import derive
-from samecurve.zoo.train import TrainConfig, predict, train_classifier
+from samecurve.zoo.train import TrainConfig, accuracy, predict, train_classifier
 from samecurve.zoo.triggers import apply_decoys
 
 # Named data streams of a subject. "val" is the clean data tools may see,
@@ -233,10 +233,6 @@ def train_twin(spec: SubjectSpec, trial: Attempt) -> torch.nn.Module:
     return twin
 
 
-def accuracy(model: torch.nn.Module, split: Split) -> float:
-    return float((predict(model, split.x) == split.y).float().mean())
-
-
 def build(spec: SubjectSpec, cache: Cache) -> Subject:
     """Load the subject from the cache, or build, gate and cache it."""
     subject_id = spec.id
@@ -258,7 +254,7 @@ def build(spec: SubjectSpec, cache: Cache) -> Subject:
     for attempt in range(spec.train.max_attempts):
         trial = train_attempt(spec, attempt)
         model, plan, key, test, eff = trial.model, trial.plan, trial.key, trial.test, trial.effective_seed
-        acc = accuracy(model, test)
+        acc = accuracy(model, test.x, test.y)
         each = attack_success_rates(model, key, test)
         asr = min(each) if each else None
         record: dict[str, Any] = {"attempt": attempt, "clean_accuracy": acc, "attack_success": asr}

@@ -53,6 +53,11 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.T
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
 
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Share of the inputs the model labels correctly."""
+    return float((predict(model, x) == y).float().mean())
+
+
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
