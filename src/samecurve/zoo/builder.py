@@ -22,7 +22,7 @@ from samecurve.registry import get
 from samecurve.zoo.cache import Cache
 from samecurve.zoo.recipes import Plan
 from samecurve.zoo.seeding import derive
-from samecurve.zoo.train import TrainConfig, accuracy, predict, train_classifier
+from samecurve.zoo.train import TrainConfig, accuracy, predict
 from samecurve.zoo.triggers import apply_decoys
 
 # Named data streams of a subject. "val" is the clean data tools may see,
@@ -204,6 +204,14 @@ def new_model(spec: SubjectSpec, effective_seed: int) -> torch.nn.Module:
         return get("arch", spec.arch)(**dataset_arch_params(spec.make_dataset()))
 
 
+def _seeded_fit(recipe: Any, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                clean: tuple[torch.Tensor, torch.Tensor], spec: SubjectSpec, effective_seed: int) -> None:
+    """The recipe's fit under the attempt's seeds: one place, so a twin stays paired."""
+    with torch.random.fork_rng(devices=[]):  # dropout draws from the global generator
+        torch.manual_seed(derive(effective_seed, "fit"))
+        recipe.fit(model, x, y, clean, spec.train, derive(effective_seed, "order"))
+
+
 def train_attempt(spec: SubjectSpec, attempt: int) -> Attempt:
     """Plan, poison and train attempt `attempt` of a (trojan) subject. Every seed comes
     from the attempt's effective seed, so a paired clean twin (same init, same data
@@ -214,9 +222,7 @@ def train_attempt(spec: SubjectSpec, attempt: int) -> Attempt:
                        tuple(dataset.input_shape))
     x, y, clean_x, clean_y, poisoned = _training_set(spec, plan, eff)
     model = new_model(spec, eff)
-    with torch.random.fork_rng(devices=[]):  # dropout draws from the global generator
-        torch.manual_seed(derive(eff, "fit"))
-        recipe.fit(model, x, y, (clean_x, clean_y), spec.train, derive(eff, "order"))
+    _seeded_fit(recipe, model, x, y, (clean_x, clean_y), spec, eff)
     test = split_of(spec.dataset, spec.dataset_params, eff, "test", spec.train.test_size)
     key = plan.answer_key(recipe.family, len(poisoned) / len(y), recipe.clean_label)
     return Attempt(model, plan, key, test, eff, (clean_x, clean_y))
@@ -227,9 +233,8 @@ def train_twin(spec: SubjectSpec, trial: Attempt) -> torch.nn.Module:
     training set before poisoning, the shared loop. Its accuracy less the attempt's is
     the poison's cost alone, without seed noise."""
     twin = new_model(spec, trial.effective_seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive(trial.effective_seed, "fit"))
-        train_classifier(twin, *trial.clean_train, spec.train, derive(trial.effective_seed, "order"))
+    _seeded_fit(get("recipe", "clean")(), twin, *trial.clean_train, trial.clean_train, spec,
+                trial.effective_seed)
     return twin
 
 
